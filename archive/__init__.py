@@ -1,0 +1,1 @@
+"""S3 archives of Sentinel and Landsat products (issue: archive indexing)."""
