@@ -1,0 +1,461 @@
+"""Plan and commit one run's staged records onto the newest version (copy-on-write per partition).
+
+Planning is relational work over small key tables (id, hash, sort key, where the row lives), so it runs in
+DuckDB with a memory limit and spills instead of growing; row payloads stay in the memory-mapped runs and in the
+base parts and are only gathered one row group at a time when a part is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from harvester.arrow_rows import conform, target_schema
+from harvester.errors import ConcurrentCommitError
+from harvester.manifest import Manifest, PartInfo, QuarantineInfo
+from harvester.parts import ROW_GROUP_ROWS, part_schema, verify_part, write_part
+from harvester.staging import QUARANTINE_SCHEMA, Stage
+from harvester.storage import LocalStorage, arrow_filesystem
+from harvester.store import Store, crash_point
+from harvester.timeutil import format_datetime
+
+log = logging.getLogger(__name__)
+PART_MAX_ROWS = 1_000_000
+MERGE_LIMIT_ROWS = 500_000  # a touched partition up to this size is rewritten whole (one sorted part)
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRequest:
+    deletes: Sequence[tuple[str, str]] = ()  # (provider, id) gone upstream
+    state: dict[str, Any] = field(default_factory=dict)
+    collections: dict[str, Any] = field(default_factory=dict)  # "PROVIDER|collection" → collection JSON
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    manifest: Manifest | None  # None: nothing changed, nothing was written
+    counts: dict[str, int]
+
+
+def commit_stage(
+    store: Store,
+    stage: Stage,
+    request: CommitRequest,
+    *,
+    retries: int = 3,
+    progress: Callable[[str], None] | None = None,
+) -> CommitResult:
+    """Commit, re-planning against the new version when a concurrent writer wins (no update is lost)."""
+    for attempt in range(retries + 1):
+        try:
+            return _attempt(store, stage, request, progress)
+        except ConcurrentCommitError as exc:
+            if attempt == retries:
+                raise
+            log.warning("%s; re-planning against the new version (attempt %s)", exc, attempt + 2)
+    raise AssertionError("unreachable")
+
+
+def partition_path(provider: str, collection: str | None, year: int) -> str:
+    coll = quote(collection, safe="") if collection else NULL_PARTITION
+    return f"items/provider={quote(provider, safe='')}/collection={coll}/year={year}"
+
+
+def _attempt(
+    store: Store, stage: Stage, request: CommitRequest, progress: Callable[[str], None] | None
+) -> CommitResult:
+    started = time.monotonic()
+    base = store.head()
+    fs, prefix = arrow_filesystem(store.storage)
+    meta = stage.meta()
+    providers = set(meta.column("provider").to_pylist()) | {p for p, _ in request.deletes}
+    base_parts = [p for p in (base.parts if base else ()) if p.provider in providers]
+    con = duckdb.connect(config={"memory_limit": "512MB", "temp_directory": str(stage.dir / "duckdb")})
+    try:
+        con.register("staged", meta)
+        con.register("base", _base_index(base_parts, fs, prefix))
+        con.register("deletes", pa.table({"provider": [p for p, _ in request.deletes],
+                                          "id": [i for _, i in request.deletes]}))
+        con.execute(_PLAN_SQL)
+        counts = _counts(con, stage)
+        jobs = _jobs(con, base_parts)
+    finally:
+        pass
+    new_parts: list[PartInfo] = []
+    replaced: set[str] = set()
+    for job in jobs:
+        replaced.update(base_parts[i].path for i in job.replaces)
+        if job.entries_src.size:
+            new_parts.extend(_write_job(store, stage, job, base_parts, fs, prefix, base))
+            if progress:
+                progress(f"wrote {job.partition} ({job.entries_src.size} rows)")
+    con.close()
+    quarantine = _write_quarantine(store, stage, base, fs, prefix)
+    crash_point("after_parts")
+    collections = {**(base.collections if base else {}), **request.collections}
+    state = {**(base.state if base else {}), **request.state}
+    changed = bool(new_parts or replaced or quarantine) or (
+        base is None or collections != base.collections or state != base.state
+    )
+    counts["deleted"] = counts.pop("deleted_rows")
+    if not changed:
+        return CommitResult(None, counts)
+    kept = [p for p in (base.parts if base else ()) if p.path not in replaced]
+    report = {**request.report, "counts": counts, "commit_seconds": round(time.monotonic() - started, 3)}
+    manifest = store.next_manifest(
+        base,
+        parts=tuple(sorted(kept + new_parts, key=lambda p: p.path)),
+        quarantine=tuple((base.quarantine if base else ()) + tuple(quarantine)),
+        collections=collections,
+        state=state,
+        run=report,
+    )
+    return CommitResult(store.commit(manifest), counts)
+
+
+# staged → winners (newest per provider+id) → plan (new / changed / same / stale against the base version)
+_PLAN_SQL = """
+CREATE TEMP TABLE winners AS
+  SELECT * FROM staged
+  QUALIFY row_number() OVER (PARTITION BY provider, id ORDER BY updated DESC NULLS LAST, seq DESC) = 1;
+CREATE TEMP TABLE plan AS
+  SELECT w.*, b.part AS base_part, b.row AS base_row,
+    CASE WHEN b.id IS NULL THEN 'new'
+         WHEN b.content_hash = w.content_hash THEN 'same'
+         WHEN b.updated IS NOT NULL AND w.updated IS NOT NULL AND b.updated > w.updated THEN 'stale'
+         ELSE 'changed' END AS action
+  FROM winners w LEFT JOIN base b USING (provider, id);
+CREATE TEMP TABLE removed AS
+  SELECT base_part AS part, base_row AS row FROM plan WHERE action = 'changed'
+  UNION
+  SELECT b.part, b.row FROM base b JOIN deletes d USING (provider, id);
+CREATE TEMP TABLE towrite AS
+  SELECT provider, collection, year, sort_ts, id, run AS src, row AS idx FROM plan
+  WHERE action IN ('new', 'changed');
+"""
+
+
+def _counts(con: duckdb.DuckDBPyConnection, stage: Stage) -> dict[str, int]:
+    row = con.execute(
+        """SELECT (SELECT count(*) FROM staged) - (SELECT count(*) FROM winners),
+                  count(*) FILTER (WHERE action = 'same'), count(*) FILTER (WHERE action = 'stale'),
+                  count(*) FILTER (WHERE action = 'new'), count(*) FILTER (WHERE action = 'changed'),
+                  (SELECT count(*) FROM base b JOIN deletes d USING (provider, id))
+           FROM plan"""
+    ).fetchone()
+    assert row is not None
+    superseded, same, stale, new, changed, deleted = (int(v or 0) for v in row)
+    counts = {
+        "seen": stage.seen,
+        "written": new + changed,
+        "new": new,
+        "changed": changed,
+        "quarantined": stage.quarantined,
+        "deduplicated": superseded + same + stale,
+        "superseded_in_run": superseded,
+        "unchanged": same,
+        "stale": stale,
+        "deleted_rows": deleted,
+    }
+    if counts["seen"] != counts["written"] + counts["quarantined"] + counts["deduplicated"]:
+        raise AssertionError(f"record accounting broken: {counts}")
+    return counts
+
+
+def _base_index(parts: Sequence[PartInfo], fs: Any, prefix: str) -> pa.Table:
+    """(part, row, provider, id, content_hash, updated, sort_ts) of every row of the given base parts."""
+    tables = []
+    for index, part in enumerate(parts):
+        names = set(pq.read_schema(prefix + part.path, filesystem=fs).names)
+        wanted = [c for c in ("id", "content_hash", "updated", "datetime", "start_datetime") if c in names]
+        table = pq.read_table(prefix + part.path, columns=wanted, filesystem=fs)
+        n = table.num_rows
+        sort = _micros(table, "datetime", n)
+        start = _micros(table, "start_datetime", n)
+        tables.append(
+            pa.table(
+                {
+                    "part": pa.array(np.full(n, index, dtype=np.int32)),
+                    "row": pa.array(np.arange(n, dtype=np.int32)),
+                    "provider": pa.array([part.provider] * n, pa.string()),
+                    "id": table.column("id"),
+                    "content_hash": table.column("content_hash"),
+                    "updated": _micros(table, "updated", n),
+                    "sort_ts": pc.coalesce(sort, start),
+                }
+            )
+        )
+    if not tables:
+        return pa.table(
+            {
+                "part": pa.array([], pa.int32()),
+                "row": pa.array([], pa.int32()),
+                "provider": pa.array([], pa.string()),
+                "id": pa.array([], pa.string()),
+                "content_hash": pa.array([], pa.string()),
+                "updated": pa.array([], pa.int64()),
+                "sort_ts": pa.array([], pa.int64()),
+            }
+        )
+    return pa.concat_tables(tables)
+
+
+def _micros(table: pa.Table, name: str, n: int) -> pa.ChunkedArray | pa.Array:
+    if name not in table.column_names or not pa.types.is_timestamp(table.schema.field(name).type):
+        return pa.nulls(n, pa.int64())
+    return table.column(name).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    partition: str
+    provider: str
+    collection: str | None
+    year: int
+    replaces: tuple[int, ...]  # base part indexes this job's output supersedes
+    entries_src: np.ndarray  # run number (>= 0) or -(base part index + 1), in output order
+    entries_idx: np.ndarray
+    sort_ts: np.ndarray
+
+
+def _jobs(con: duckdb.DuckDBPyConnection, base_parts: Sequence[PartInfo]) -> list[_Job]:
+    touched: dict[tuple[str, str | None, int], set[int]] = {}
+    for provider, collection, year in con.execute("SELECT DISTINCT provider, collection, year FROM towrite").fetchall():
+        touched.setdefault((provider, collection, int(year)), set())
+    losing: dict[int, int] = dict(con.execute("SELECT part, count(*) FROM removed GROUP BY part").fetchall())
+    for index in losing:
+        part = base_parts[index]
+        touched.setdefault((part.provider, part.collection, part.year), set()).add(index)
+    jobs: list[_Job] = []
+    for (provider, collection, year), losers in sorted(touched.items(), key=lambda kv: str(kv[0])):
+        in_partition = [
+            i for i, p in enumerate(base_parts)
+            if (p.provider, p.collection, p.year) == (provider, collection, year)
+        ]
+        new_rows = con.execute(
+            "SELECT count(*) FROM towrite WHERE provider = ? AND collection IS NOT DISTINCT FROM ? AND year = ?",
+            [provider, collection, year],
+        ).fetchone()
+        total = int(new_rows[0] if new_rows else 0) + sum(base_parts[i].rows for i in in_partition)
+        if total <= MERGE_LIMIT_ROWS:
+            groups = [tuple(in_partition)]  # whole partition → one sorted part
+        else:
+            groups = [(i,) for i in sorted(losers)] + [()]  # filter losing parts; new rows in a new part
+        for group in groups:
+            with_new = group == tuple(in_partition) or group == ()
+            jobs.append(_job(con, provider, collection, year, group, with_new))
+    return jobs
+
+
+def _job(
+    con: duckdb.DuckDBPyConnection,
+    provider: str,
+    collection: str | None,
+    year: int,
+    parts: tuple[int, ...],
+    with_new: bool,
+) -> _Job:
+    sql = """
+      SELECT src, idx, sort_ts FROM (
+        SELECT src, idx, sort_ts, id FROM towrite
+        WHERE ? AND provider = ? AND collection IS NOT DISTINCT FROM ? AND year = ?
+        UNION ALL
+        SELECT -(b.part + 1) AS src, b.row AS idx, b.sort_ts, b.id FROM base b
+        WHERE list_contains(?, b.part) AND NOT EXISTS (SELECT 1 FROM removed r WHERE r.part = b.part AND r.row = b.row)
+      ) ORDER BY sort_ts, id"""
+    table = con.execute(sql, [with_new, provider, collection, year, list(parts)]).to_arrow_table()
+    return _Job(
+        partition_path(provider, collection, year),
+        provider,
+        collection,
+        year,
+        parts,
+        table.column("src").to_numpy().astype(np.int64),
+        table.column("idx").to_numpy().astype(np.int64),
+        table.column("sort_ts").to_numpy(zero_copy_only=False),
+    )
+
+
+class _PartSource:
+    """Rows of a base part by ascending index, one row group in memory at a time."""
+
+    def __init__(self, path: str, fs: Any) -> None:
+        self.file = pq.ParquetFile(path, filesystem=fs)
+        self.schema = self.file.schema_arrow.remove_metadata()
+        sizes = [self.file.metadata.row_group(i).num_rows for i in range(self.file.num_row_groups)]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self._cached: tuple[int, pa.Table] | None = None
+
+    def take(self, indices: np.ndarray) -> pa.Table:
+        groups = np.searchsorted(self.starts, indices, side="right") - 1
+        pieces = []
+        for group in np.unique(groups):
+            if self._cached is None or self._cached[0] != group:
+                self._cached = (int(group), self.file.read_row_group(int(group)))
+            local = indices[groups == group] - self.starts[group]
+            pieces.append(self._cached[1].take(pa.array(local)))
+        return pa.concat_tables(pieces)
+
+
+def _write_job(
+    store: Store,
+    stage: Stage,
+    job: _Job,
+    base_parts: Sequence[PartInfo],
+    fs: Any,
+    prefix: str,
+    base: Manifest | None,
+) -> Iterator[PartInfo]:
+    runs: dict[int, pa.Table] = {}
+    parts: dict[int, _PartSource] = {}
+
+    def source(src: int) -> pa.Table | _PartSource:
+        if src >= 0:
+            if src not in runs:
+                runs[src] = stage.run_table(src)
+            return runs[src]
+        index = -src - 1
+        if index not in parts:
+            parts[index] = _PartSource(prefix + base_parts[index].path, fs)
+        return parts[index]
+
+    for start in range(0, job.entries_src.size, PART_MAX_ROWS):
+        src = job.entries_src[start : start + PART_MAX_ROWS]
+        idx = job.entries_idx[start : start + PART_MAX_ROWS]
+        ids, counts = np.unique(src, return_counts=True)
+        schema = target_schema([(_schema_of(source(int(s))), int(c)) for s, c in zip(ids, counts, strict=True)])
+        key = f"collection:{job.provider}|{job.collection}"
+        collection_json = (base.collections.get(f"{job.provider}|{job.collection}") if base else None) or None
+        schema = part_schema(schema, collection_json, job.collection)
+        name = f"{job.partition}/part-{uuid.uuid4().hex}.parquet"
+        local = _local_target(store, stage, name)
+        bounds = _Bounds()
+
+        def batches(src: np.ndarray = src, idx: np.ndarray = idx) -> Iterator[pa.RecordBatch]:
+            for lo in range(0, src.size, ROW_GROUP_ROWS):
+                batch = _gather(src[lo : lo + ROW_GROUP_ROWS], idx[lo : lo + ROW_GROUP_ROWS], source, schema)
+                bounds.add(batch)
+                yield from batch.to_batches()
+
+        rows = write_part(local, batches(), schema)
+        verify_part(local, int(src.size))
+        if not isinstance(store.storage, LocalStorage):
+            store.storage.upload(local, name)
+            local.unlink()
+        del key
+        sort_ts = job.sort_ts[start : start + PART_MAX_ROWS]
+        yield PartInfo(
+            path=name,
+            provider=job.provider,
+            collection=job.collection,
+            year=job.year,
+            rows=rows,
+            bytes=_size(store, local, name),
+            datetime_min=_ts(int(sort_ts.min())),
+            datetime_max=_ts(int(sort_ts.max())),
+            bbox=bounds.bbox(),
+        )
+
+
+def _schema_of(source: pa.Table | _PartSource) -> pa.Schema:
+    return source.schema.remove_metadata()
+
+
+def _gather(
+    src: np.ndarray, idx: np.ndarray, source: Callable[[int], pa.Table | _PartSource], schema: pa.Schema
+) -> pa.Table:
+    """Rows from several sources in the given order, conformed to the part's schema."""
+    pieces: list[pa.Table] = []
+    positions: list[np.ndarray] = []
+    plain = schema.remove_metadata()
+    for s in np.unique(src):
+        mask = src == s
+        taken = source(int(s)).take(pa.array(idx[mask]) if s >= 0 else idx[mask])
+        for batch in taken.to_batches():
+            pieces.append(pa.Table.from_batches([conform(batch, plain)], plain))
+        positions.append(np.nonzero(mask)[0])
+    table = pa.concat_tables(pieces)
+    order = np.argsort(np.concatenate(positions), kind="stable")
+    return table.take(pa.array(order)).replace_schema_metadata(schema.metadata)
+
+
+class _Bounds:
+    def __init__(self) -> None:
+        self.values: list[list[float]] = []
+
+    def add(self, table: pa.Table) -> None:
+        if "bbox" not in table.column_names:
+            return
+        bbox = table.column("bbox")
+        mins = [pc.min(pc.struct_field(bbox, [i])).as_py() for i in range(2)]
+        maxs = [pc.max(pc.struct_field(bbox, [i])).as_py() for i in range(2, 4)]
+        if None not in mins and None not in maxs:
+            self.values.append([*mins, *maxs])
+
+    def bbox(self) -> list[float] | None:
+        if not self.values:
+            return None
+        return [
+            min(v[0] for v in self.values),
+            min(v[1] for v in self.values),
+            max(v[2] for v in self.values),
+            max(v[3] for v in self.values),
+        ]
+
+
+def _local_target(store: Store, stage: Stage, name: str) -> Path:
+    if isinstance(store.storage, LocalStorage):
+        path = store.storage.root / name
+    else:
+        path = stage.dir / "out" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _size(store: Store, local: Path, name: str) -> int:
+    if isinstance(store.storage, LocalStorage):
+        return local.stat().st_size
+    return next((o.size for o in store.storage.listing(name)), 0)
+
+
+def _ts(micros: int) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return format_datetime(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros))
+
+
+def _write_quarantine(store: Store, stage: Stage, base: Manifest | None, fs: Any, prefix: str) -> list[QuarantineInfo]:
+    """New quarantine records (not already quarantined by an earlier version), one file per provider."""
+    path = stage.finish_quarantine()
+    if path is None:
+        return []
+    table = pq.read_table(str(path))
+    known: set[str] = set()
+    for q in base.quarantine if base else ():
+        known.update(pq.read_table(prefix + q.path, columns=["raw_hash"], filesystem=fs).column(0).to_pylist())
+    table = table.filter(pc.invert(pc.is_in(table.column("raw_hash"), pa.array(sorted(known), pa.string()))))
+    version = (base.version if base else 0) + 1
+    out = []
+    for provider in sorted(set(table.column("provider").to_pylist())):
+        rows = table.filter(pc.equal(table.column("provider"), provider))
+        name = f"quarantine/provider={quote(provider, safe='')}/part-{uuid.uuid4().hex}.parquet"
+        local = _local_target(store, stage, name)
+        pq.write_table(rows.cast(QUARANTINE_SCHEMA), str(local), compression="zstd")
+        if not isinstance(store.storage, LocalStorage):
+            store.storage.upload(local, name)
+        out.append(QuarantineInfo(path=name, provider=provider, rows=rows.num_rows, version=version))
+    return out

@@ -1,0 +1,173 @@
+"""Ingest pipeline: raw records → normalise (worker processes) → staged runs → commit (one version per run)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from harvester.commit import CommitRequest, CommitResult, commit_stage
+from harvester.records import DEFAULT_MAX_ITEM_BYTES, Record, Rejection, normalise
+from harvester.sources_file import FileSummary, RawRecord, read_records, stac_kind
+from harvester.staging import RunFile, Stage, write_run
+from harvester.store import Store
+
+log = logging.getLogger(__name__)
+CHUNK = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOptions:
+    provider: str
+    workers: int = 0  # 0: one per CPU
+    max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
+    workdir: Path | None = None
+
+
+Others = list[tuple[str, Any]]  # (href, collection or catalog met among the records)
+
+
+def normalise_chunk(
+    chunk: list[RawRecord], *, provider: str, max_item_bytes: int
+) -> tuple[list[Record], list[Rejection], Others]:
+    """Parse and normalise a chunk of raw records (pure; runs in worker processes)."""
+    records: list[Record] = []
+    rejections: list[Rejection] = []
+    others: Others = []
+    for raw in chunk:
+        obj = raw.obj
+        if raw.raw is not None:
+            try:
+                obj = orjson.loads(raw.raw)
+            except orjson.JSONDecodeError as exc:
+                reason = "not_utf8" if "utf-8" in str(exc).lower() else "invalid_json"
+                text = raw.raw.decode("utf-8", "replace")
+                rejections.append(Rejection(provider, raw.href, reason, f"cannot parse JSON: {exc}", text))
+                continue
+        if stac_kind(obj) in ("Collection", "Catalog"):
+            others.append((raw.href, obj))
+            continue
+        result = normalise(
+            obj, provider=provider, source_href=raw.href, raw_size=raw.size, max_item_bytes=max_item_bytes
+        )
+        if isinstance(result, Record):
+            records.append(result)
+        else:
+            rejections.append(result)
+    return records, rejections, others
+
+
+Result = tuple[RunFile | None, list[Rejection], Others]
+
+
+def _work(
+    chunk: list[RawRecord], run: int, path: Path, first_seq: int, provider: str, max_item_bytes: int
+) -> Result:
+    records, rejections, others = normalise_chunk(chunk, provider=provider, max_item_bytes=max_item_bytes)
+    return (write_run(path, run, records, first_seq) if records else None), rejections, others
+
+
+def stage_records(
+    stage: Stage,
+    raws: Iterable[RawRecord],
+    options: IngestOptions,
+    summary: FileSummary,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Normalise and stage every raw record, in parallel, with a bounded number of chunks in flight."""
+    workers = options.workers or os.cpu_count() or 1
+    chunks = _chunks(raws, CHUNK)
+    args = (options.provider, options.max_item_bytes)
+    if workers == 1:
+        for chunk in chunks:
+            run, path, first = stage.reserve(len(chunk))
+            _finish(stage, _work(chunk, run, path, first, *args), summary)
+            if progress:
+                progress(stage.seen)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[Result]] = deque()
+        for chunk in chunks:
+            run, path, first = stage.reserve(len(chunk))
+            pending.append(pool.submit(_work, chunk, run, path, first, *args))
+            while len(pending) >= 2 * workers:
+                _finish(stage, pending.popleft().result(), summary)
+                if progress:
+                    progress(stage.seen)
+        while pending:
+            _finish(stage, pending.popleft().result(), summary)
+            if progress:
+                progress(stage.seen)
+
+
+def _finish(stage: Stage, result: Result, summary: FileSummary) -> None:
+    run_file, rejections, others = result
+    if run_file is not None:
+        stage.attach(run_file)
+    stage.add_rejections(rejections)
+    for href, obj in others:
+        summary.keep(obj, href)
+
+
+def _chunks(raws: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]:
+    chunk: list[RawRecord] = []
+    for raw in raws:
+        chunk.append(raw)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def ingest(
+    store: Store,
+    locations: list[str],
+    options: IngestOptions,
+    *,
+    progress: Callable[[int], None] | None = None,
+    log_step: Callable[[str], None] | None = None,
+) -> CommitResult:
+    """Ingest files or URLs for one provider as one new version (or none when nothing changed)."""
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+    store.storage.check_writable()
+    summary = FileSummary()
+    stage = Stage(options.workdir)
+    try:
+
+        def raws() -> Iterator[RawRecord]:
+            for location in locations:
+                yield from read_records(location, summary)
+
+        stage_records(stage, raws(), options, summary, progress=progress)
+        staged_seconds = time.monotonic() - clock
+        collections = {
+            f"{options.provider}|{c.get('id')}": c for c in summary.collections if isinstance(c.get("id"), str)
+        }
+        report: dict[str, Any] = {
+            "kind": "ingest",
+            "provider": options.provider,
+            "sources": locations,
+            "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "stage_seconds": round(staged_seconds, 3),
+            "collections_seen": len(summary.collections),
+            "catalogs_skipped": summary.catalogs,
+        }
+        result = commit_stage(
+            store, stage, CommitRequest(collections=collections, report=report), progress=log_step
+        )
+        log.info("ingest of %s for %s: %s", locations, options.provider, result.counts)
+        return result
+    finally:
+        stage.close()

@@ -1,0 +1,147 @@
+"""stac-geoparquet part files: write one (sorted batches → Parquet with GeoParquet 1.1 and stac-geoparquet
+metadata) and read items back (handling what stac-geoparquet's own reader cannot: null geometries and cscale's
+overflow column)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import shapely
+from stac_geoparquet.arrow._to_parquet import create_parquet_metadata
+
+from harvester.arrow_rows import conform, strip_nulls
+from harvester.records import CORE_COLUMNS, CSCALE_COLUMNS, OVERFLOW, PROJ_GEOMETRY
+
+ROW_GROUP_ROWS = 20_000
+COMPRESSION = "zstd"
+COMPRESSION_LEVEL = 6
+
+
+def part_schema(schema: pa.Schema, collection: Mapping[str, Any] | None, collection_id: str | None) -> pa.Schema:
+    """Attach the `geo` (GeoParquet 1.1 with bbox covering) and `stac-geoparquet` key-value metadata."""
+    collections = {collection_id: dict(collection)} if collection and collection_id else None
+    return schema.with_metadata(create_parquet_metadata(schema, schema_version="1.1.0", collections=collections))
+
+
+def write_part(
+    path: Path,
+    batches: Iterable[pa.RecordBatch],
+    schema: pa.Schema,
+    *,
+    row_group_rows: int = ROW_GROUP_ROWS,
+) -> int:
+    """Write batches (already sorted) conformed to `schema`; returns the row count.
+
+    Batches are accumulated to `row_group_rows` so row groups are large enough for pruning statistics to pay,
+    while only one row group is held in memory."""
+    rows = 0
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    with pq.ParquetWriter(
+        str(path),
+        schema,
+        compression=COMPRESSION,
+        compression_level=COMPRESSION_LEVEL,
+        write_statistics=True,
+    ) as writer:
+        for batch in batches:
+            pending.append(conform(batch, schema))
+            pending_rows += batch.num_rows
+            if pending_rows >= row_group_rows:
+                writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=row_group_rows)
+                rows += pending_rows
+                pending, pending_rows = [], 0
+        if pending:
+            writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=row_group_rows)
+            rows += pending_rows
+    return rows
+
+
+def verify_part(path: Path, expected_rows: int) -> None:
+    """Read the footer back: a truncated or short file must never be committed."""
+    meta = pq.read_metadata(str(path))
+    if meta.num_rows != expected_rows:
+        raise OSError(f"part {path} holds {meta.num_rows} rows, expected {expected_rows}")
+
+
+def batch_to_items(batch: pa.RecordBatch | pa.Table) -> Iterator[dict[str, Any]]:
+    """Rows of a part → STAC item dicts as they came in (up to the README's normalisations)."""
+    names = batch.schema.names
+    columns: dict[str, list[Any]] = {}
+    for name in names:
+        column = batch.column(name)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        if name == "geometry":
+            columns[name] = _geometries(column)
+        elif pa.types.is_timestamp(column.type):
+            columns[name] = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
+        else:
+            columns[name] = column.to_pylist()
+    for i in range(batch.num_rows):
+        yield _item({name: columns[name][i] for name in names})
+
+
+def _geometries(column: pa.Array) -> list[Any]:
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        geoms = shapely.from_wkb(column.to_numpy(zero_copy_only=False))
+    else:  # DuckDB or geoarrow may hand back a native geometry type; fall back to its WKB storage
+        geoms = shapely.from_wkb(column.storage.to_numpy(zero_copy_only=False))
+    texts = shapely.to_geojson(geoms)
+    return [orjson.loads(t) if t is not None else None for t in texts]
+
+
+def _geojson(wkb: bytes) -> Any:
+    return orjson.loads(shapely.to_geojson(shapely.from_wkb(wkb)))
+
+
+def _item(row: dict[str, Any]) -> dict[str, Any]:
+    item: dict[str, Any] = {"type": row.get("type") or "Feature"}
+    for name in ("stac_version", "stac_extensions", "id"):
+        if row.get(name) is not None:
+            item[name] = row[name]
+    item["geometry"] = row.get("geometry")
+    bbox = row.get("bbox")
+    if bbox is not None:
+        item["bbox"] = [bbox["xmin"], bbox["ymin"], bbox["xmax"], bbox["ymax"]]
+    props = {
+        k: strip_nulls(v)
+        for k, v in row.items()
+        if k not in CORE_COLUMNS and k not in CSCALE_COLUMNS and v is not None
+    }
+    item["properties"] = props
+    for name in ("links", "assets"):
+        if row.get(name) is not None:
+            item[name] = strip_nulls(row[name])
+    if isinstance(props.get(PROJ_GEOMETRY), bytes):
+        props[PROJ_GEOMETRY] = _geojson(props[PROJ_GEOMETRY])
+    for asset in (item.get("assets") or {}).values():
+        if isinstance(asset, dict) and isinstance(asset.get(PROJ_GEOMETRY), bytes):
+            asset[PROJ_GEOMETRY] = _geojson(asset[PROJ_GEOMETRY])
+    if row.get("collection") is not None:
+        item["collection"] = row["collection"]
+    if "links" not in item:
+        item["links"] = []
+    if "assets" not in item:
+        item["assets"] = {}
+    overflow = row.get(OVERFLOW)
+    if overflow:
+        for path, value in orjson.loads(overflow).items():
+            if path.startswith("properties."):
+                props[path[len("properties.") :]] = value
+            else:
+                item[path] = value
+    return item
+
+
+def read_part_items(path: str | Path, *, filesystem: Any = None) -> Iterator[dict[str, Any]]:
+    """Every item of one part file, one row group at a time."""
+    parquet = pq.ParquetFile(str(path), filesystem=filesystem)
+    for index in range(parquet.num_row_groups):
+        yield from batch_to_items(parquet.read_row_group(index))

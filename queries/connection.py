@@ -1,0 +1,100 @@
+"""`connect(root, version)`: a DuckDB connection with spatial (and httpfs for S3) loaded offline from the pinned
+extension wheels — never INSTALL from the network — and cscale's views over one snapshot version."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import duckdb
+
+from harvester.errors import StoreError
+from harvester.manifest import manifest_key
+from harvester.storage import LocalStorage, S3Storage
+from harvester.store import Store
+
+SQL_DIR = Path(__file__).with_name("sql")
+
+
+def extension_path(name: str) -> str:
+    """Where the `duckdb-extension-<name>` wheel keeps the binary for this DuckDB version."""
+    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
+    if spec is None or spec.origin is None:
+        raise StoreError(f"the duckdb-extension-{name}=={duckdb.__version__} wheel is not installed")
+    path = Path(spec.origin).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    if not path.exists():
+        raise StoreError(f"no {name} extension for DuckDB {duckdb.__version__} at {path} (pin duckdb==1.5.5)")
+    return str(path)
+
+
+def new_connection(*, httpfs: bool = False, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that can never reach the network for extensions."""
+    config: dict[str, str | bool | int] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    if threads:
+        config["threads"] = threads
+    con = duckdb.connect(config=config)
+    con.execute(f"LOAD '{extension_path('spatial')}'")
+    if httpfs:
+        con.execute(f"LOAD '{extension_path('httpfs')}'")
+    return con
+
+
+def _s3_secret(con: duckdb.DuckDBPyConnection) -> None:
+    """Credentials and endpoint from the standard AWS environment variables (never from the command line)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    options = {
+        "KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", ""),
+        "SECRET": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+        "REGION": os.environ.get("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1")),
+    }
+    if os.environ.get("AWS_SESSION_TOKEN"):
+        options["SESSION_TOKEN"] = os.environ["AWS_SESSION_TOKEN"]
+    clauses = [f"{k} ${i + 1}" for i, k in enumerate(options)]
+    values: list[object] = list(options.values())
+    if endpoint:
+        parsed = urlparse(endpoint)
+        clauses += ["ENDPOINT $%d" % (len(values) + 1), "URL_STYLE 'path'", f"USE_SSL {parsed.scheme == 'https'}"]
+        values.append(parsed.netloc)
+    # CREATE SECRET takes no bound parameters: quote the values as SQL string literals.
+    literal = [("'" + str(v).replace("'", "''") + "'") for v in values]
+    sql = "CREATE OR REPLACE SECRET cscale_s3 (TYPE s3, " + ", ".join(clauses) + ")"
+    for i in range(len(literal), 0, -1):
+        sql = sql.replace(f"${i}", literal[i - 1])
+    con.execute(sql)
+
+
+def connect(root: str, version: int | None = None, *, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection with the views `items`, `parts`, `collections`, `providers`, `quarantine`, `runs` over one
+    version (default: the one CURRENT names)."""
+    store = Store.open(root)
+    manifest = store.manifest(version)
+    storage = store.storage
+    remote = isinstance(storage, S3Storage)
+    con = new_connection(httpfs=remote, threads=threads)
+    if remote:
+        _s3_secret(con)
+    base = storage.url if remote else str(storage.root if isinstance(storage, LocalStorage) else storage.url)
+    con.execute("SET VARIABLE cscale_root = ?", [base])
+    con.execute("SET VARIABLE cscale_version = ?", [manifest.version])
+    con.execute("SET VARIABLE cscale_manifest = ?", [storage.uri(manifest_key(manifest.version))])
+    con.execute("SET VARIABLE cscale_parts = ?::VARCHAR[]", [[storage.uri(p.path) for p in manifest.parts]])
+    con.execute("SET VARIABLE cscale_quarantine = ?::VARCHAR[]", [[storage.uri(q.path) for q in manifest.quarantine]])
+    skip = set()
+    if not manifest.parts:  # read_parquet needs one file at least: use typed empty stand-ins
+        skip.add("VIEW items ")
+        con.execute((SQL_DIR / "empty_views.sql").read_text())
+    if not manifest.quarantine:
+        skip.add("VIEW quarantine ")
+        con.execute((SQL_DIR / "empty_quarantine.sql").read_text())
+    for statement in sql_statements("views.sql"):
+        if not any(marker in statement for marker in skip):
+            con.execute(statement)
+    return con
+
+
+def sql_statements(name: str) -> list[str]:
+    """The statements of one of our own .sql files (they keep `;` at line ends only)."""
+    text = "\n".join(line for line in (SQL_DIR / name).read_text().splitlines() if not line.startswith("--"))
+    return [s.strip() for s in text.split(";\n") if s.strip().rstrip(";")]
