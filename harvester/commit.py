@@ -101,6 +101,7 @@ def _attempt(
         replaced.update(base_parts[i].path for i in job.replaces)
         if job.entries_src.size:
             new_parts.extend(_write_job(store, stage, job, base_parts, fs, prefix, base))
+            crash_point("during_parts")
             if progress:
                 progress(f"wrote {job.partition} ({job.entries_src.size} rows)")
     con.close()
@@ -444,10 +445,15 @@ def _write_quarantine(store: Store, stage: Stage, base: Manifest | None, fs: Any
     if path is None:
         return []
     table = pq.read_table(str(path))
+    # The same bad record seen again by a later run of the same provider is not stored twice.
     known: set[str] = set()
+    providers = set(table.column("provider").to_pylist())
     for q in base.quarantine if base else ():
-        known.update(pq.read_table(prefix + q.path, columns=["raw_hash"], filesystem=fs).column(0).to_pylist())
-    table = table.filter(pc.invert(pc.is_in(table.column("raw_hash"), pa.array(sorted(known), pa.string()))))
+        if q.provider in providers:
+            hashes = pq.read_table(prefix + q.path, columns=["raw_hash"], filesystem=fs).column(0).to_pylist()
+            known.update(f"{q.provider}\0{h}" for h in hashes)
+    keys = pc.binary_join_element_wise(table.column("provider"), table.column("raw_hash"), "\0")
+    table = table.filter(pc.invert(pc.is_in(keys, pa.array(sorted(known), pa.string()))))
     version = (base.version if base else 0) + 1
     out = []
     for provider in sorted(set(table.column("provider").to_pylist())):

@@ -129,6 +129,12 @@ def _normalise(raw: Any, *, provider: str, source_href: str) -> Record:
     for key, expected in (("assets", dict), ("links", list), ("stac_extensions", list)):
         if key in raw and raw[key] is not None and not isinstance(raw[key], expected):
             raise _Reject("invalid_field", f"{key} is not a JSON {expected.__name__}")
+    for link in raw.get("links") or ():
+        if not isinstance(link, dict) or not isinstance(link.get("href"), str):
+            raise _Reject("invalid_link", "a link is not an object with a string href")
+    for key, asset in (raw.get("assets") or {}).items():
+        if not isinstance(asset, dict) or not isinstance(asset.get("href"), str):
+            raise _Reject("invalid_asset", f"asset {key!r} is not an object with a string href")
     collection = raw.get("collection")
     if collection is not None and not isinstance(collection, str):
         raise _Reject("invalid_field", "collection is not a string")
