@@ -60,10 +60,9 @@ def rows_to_batch(rows: Sequence[dict[str, Any]]) -> pa.RecordBatch:
         if not pa.types.is_null(array.type):  # an all-null column says nothing; readers restore absence
             arrays[name] = array
     arrays[OVERFLOW] = _merge_overflow([row.get(OVERFLOW) for row in rows], overflow)
-    fields = [pa.field(n, arrays[n].type) for n in names if n in arrays] + [pa.field(OVERFLOW, pa.string())]
-    seen: set[str] = set()
-    unique = [f for f in fields if not (f.name in seen or seen.add(f.name))]
-    return pa.RecordBatch.from_arrays([arrays[f.name] for f in unique], schema=pa.schema(unique))
+    fields = [pa.field(n, arrays[n].type) for n in names if n in arrays and n != OVERFLOW]
+    fields.append(pa.field(OVERFLOW, pa.string()))
+    return pa.RecordBatch.from_arrays([arrays[f.name] for f in fields], schema=pa.schema(fields))
 
 
 def _column(name: str, values: list[Any], overflow: list[dict[str, Any] | None]) -> pa.Array:
@@ -100,7 +99,8 @@ def _resolve(name: str, values: list[Any], overflow: list[dict[str, Any] | None]
     for candidate, _ in counts.most_common():
         merged = unify_types(winner, candidate)
         if merged is not None:
-            winner, _ = merged, accepted.add(candidate)
+            winner = merged
+            accepted.add(candidate)
     kept: list[Any] = []
     for i, (value, vtype) in enumerate(zip(values, types, strict=True)):
         if value is not None and vtype not in accepted:
@@ -176,7 +176,7 @@ def target_schema(schemas: Sequence[tuple[pa.Schema, int]]) -> pa.Schema:
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """Cast a batch to the part's schema; columns whose type cannot be cast keep their values in the overflow."""
     overflow: list[dict[str, Any] | None] = [None] * batch.num_rows
-    arrays = []
+    arrays: list[pa.Array | None] = []
     for field in schema:
         if field.name == OVERFLOW:
             arrays.append(None)

@@ -103,7 +103,7 @@ def run_safely(ctx: Context, body: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         click.echo("cscale: interrupted; nothing was committed by the interrupted step", err=True)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence for a cron job
+    except Exception as exc:
         if ctx.verbose:
             traceback.print_exc()
         click.echo(f"cscale: internal error: {type(exc).__name__}: {exc} (run with -v for details)", err=True)
@@ -119,8 +119,12 @@ def report_run(counts: dict[str, int], version: int | None, fmt: str | None, ext
         click.echo(state)
         text_table(["count", "value"], [[k, f"{v:,}"] for k, v in counts.items()])
     else:
-        emit_table(pa.Table.from_pylist([{k: v if not isinstance(v, list | dict) else orjson.dumps(v).decode()
-                                          for k, v in body.items()}]), fmt)
+        emit_table(
+            pa.Table.from_pylist(
+                [{k: v if not isinstance(v, list | dict) else orjson.dumps(v).decode() for k, v in body.items()}]
+            ),
+            fmt,
+        )
 
 
 def quarantine_exit(counts: dict[str, int], max_quarantined: float) -> int:
@@ -129,8 +133,8 @@ def quarantine_exit(counts: dict[str, int], max_quarantined: float) -> int:
     if share > max_quarantined:
         click.echo(
             f"cscale: {counts['quarantined']:,} of {seen:,} records quarantined ({share:.1%}), above "
-            f"--max-quarantined {max_quarantined:.1%}; see `cscale sql \"SELECT reason, count(*) FROM quarantine "
-            f"GROUP BY ALL\"`",
+            f'--max-quarantined {max_quarantined:.1%}; see `cscale sql "SELECT reason, count(*) FROM quarantine '
+            f'GROUP BY ALL"`',
             err=True,
         )
         return 1
@@ -151,13 +155,26 @@ MAX_QUARANTINED = click.option(
 @click.option("--provider", required=True, help="Provider name, e.g. EODC (a column of every row).")
 @store_option
 @click.option("--workers", type=click.IntRange(0, 64), default=0, help="Normalising processes (0: one per CPU).")
-@click.option("--max-item-bytes", type=click.IntRange(1024), default=4 << 20, show_default=True,
-              help="Items larger than this are quarantined (reason item_too_large).")
+@click.option(
+    "--max-item-bytes",
+    type=click.IntRange(1024),
+    default=4 << 20,
+    show_default=True,
+    help="Items larger than this are quarantined (reason item_too_large).",
+)
 @MAX_QUARANTINED
 @format_option
 @click.pass_obj
-def ingest(ctx: Context, sources: tuple[str, ...], provider: str, store_root: str, workers: int,
-           max_item_bytes: int, max_quarantined: float, fmt: str | None) -> None:
+def ingest(
+    ctx: Context,
+    sources: tuple[str, ...],
+    provider: str,
+    store_root: str,
+    workers: int,
+    max_item_bytes: int,
+    max_quarantined: float,
+    fmt: str | None,
+) -> None:
     """Ingest STAC items from files or URLs (NDJSON, an ItemCollection, a JSON list or single items) for one
     provider, as one new snapshot version. Collections found in the input become collection metadata.
 
@@ -242,20 +259,24 @@ def snapshots_list(ctx: Context, store_root: str, fmt: str | None) -> None:
         for version in reversed(store.versions()):
             m = store.manifest(version)
             counts = m.run.get("counts", {})
-            rows.append({
-                "version": version,
-                "current": version == current,
-                "committed_at": m.committed_at,
-                "kind": m.run.get("kind"),
-                "provider": m.run.get("provider"),
-                "items": m.rows,
-                "parts": len(m.parts),
-                "written": counts.get("written"),
-                "quarantined": counts.get("quarantined"),
-                "deleted": counts.get("deleted"),
-            })
-        emit_table(pa.Table.from_pylist(rows) if rows else pa.table({"version": pa.array([], pa.int64())}),
-                   fmt or default_format())
+            rows.append(
+                {
+                    "version": version,
+                    "current": version == current,
+                    "committed_at": m.committed_at,
+                    "kind": m.run.get("kind"),
+                    "provider": m.run.get("provider"),
+                    "items": m.rows,
+                    "parts": len(m.parts),
+                    "written": counts.get("written"),
+                    "quarantined": counts.get("quarantined"),
+                    "deleted": counts.get("deleted"),
+                }
+            )
+        emit_table(
+            pa.Table.from_pylist(rows) if rows else pa.table({"version": pa.array([], pa.int64())}),
+            fmt or default_format(),
+        )
         return 0
 
     run_safely(ctx, body)
@@ -276,16 +297,20 @@ def snapshots_show(ctx: Context, version: int | None, store_root: str, as_json: 
             click.echo(m.to_json().decode())
             return 0
         click.echo(f"version {m.version} (parent {m.parent}) committed {m.committed_at}")
-        click.echo(f"{m.rows:,} items in {len(m.parts)} parts, {sum(p.bytes for p in m.parts):,} bytes; "
-                   f"{sum(q.rows for q in m.quarantine):,} quarantined records")
+        click.echo(
+            f"{m.rows:,} items in {len(m.parts)} parts, {sum(p.bytes for p in m.parts):,} bytes; "
+            f"{sum(q.rows for q in m.quarantine):,} quarantined records"
+        )
         per: dict[tuple[str, str], list[int]] = {}
         for p in m.parts:
             slot = per.setdefault((p.provider, p.collection or ""), [0, 0, 0])
             slot[0] += p.rows
             slot[1] += 1
             slot[2] += p.bytes
-        text_table(["provider", "collection", "items", "parts", "bytes"],
-                   [[k[0], k[1], f"{v[0]:,}", str(v[1]), f"{v[2]:,}"] for k, v in sorted(per.items())])
+        text_table(
+            ["provider", "collection", "items", "parts", "bytes"],
+            [[k[0], k[1], f"{v[0]:,}", str(v[1]), f"{v[2]:,}"] for k, v in sorted(per.items())],
+        )
         if m.run:
             click.echo("run: " + orjson.dumps(m.run).decode())
         return 0
@@ -315,8 +340,13 @@ def snapshots_diff(ctx: Context, old: int, new: int | None, store_root: str, ids
 @snapshots.command("gc", epilog=EXIT_CODES)
 @store_option
 @click.option("--keep", type=click.IntRange(1), default=10, show_default=True, help="Newest versions to keep.")
-@click.option("--grace", type=click.FloatRange(0), default=3600, show_default=True,
-              help="Spare unreferenced files younger than this many seconds (a commit may be in flight).")
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=3600,
+    show_default=True,
+    help="Spare unreferenced files younger than this many seconds (a commit may be in flight).",
+)
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 @click.pass_obj
 def snapshots_gc(ctx: Context, store_root: str, keep: int, grace: float, dry_run: bool) -> None:
@@ -326,8 +356,10 @@ def snapshots_gc(ctx: Context, store_root: str, keep: int, grace: float, dry_run
     def body() -> int:
         report = Store.open(store_root).gc(keep=keep, grace_seconds=grace, dry_run=dry_run)
         verb = "would remove" if dry_run else "removed"
-        click.echo(f"kept versions {report.kept[0]}..{report.kept[-1]}; {verb} {len(report.removed_versions)} "
-                   f"versions and {len(report.files)} files ({report.bytes:,} bytes)")
+        click.echo(
+            f"kept versions {report.kept[0]}..{report.kept[-1]}; {verb} {len(report.removed_versions)} "
+            f"versions and {len(report.files)} files ({report.bytes:,} bytes)"
+        )
         return 0
 
     run_safely(ctx, body)

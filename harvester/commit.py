@@ -88,8 +88,10 @@ def _attempt(
     try:
         con.register("staged", meta)
         con.register("base", _base_index(base_parts, fs, prefix))
-        con.register("deletes", pa.table({"provider": [p for p, _ in request.deletes],
-                                          "id": [i for _, i in request.deletes]}))
+        con.register(
+            "deletes",
+            pa.table({"provider": [p for p, _ in request.deletes], "id": [i for _, i in request.deletes]}),
+        )
         con.execute(_PLAN_SQL)
         counts = _counts(con, stage)
         jobs = _jobs(con, base_parts)
@@ -97,17 +99,17 @@ def _attempt(
         pass
     new_parts: list[PartInfo] = []
     replaced: set[str] = set()
+    collections = {**(base.collections if base else {}), **request.collections}
     for job in jobs:
         replaced.update(base_parts[i].path for i in job.replaces)
         if job.entries_src.size:
-            new_parts.extend(_write_job(store, stage, job, base_parts, fs, prefix, base))
+            new_parts.extend(_write_job(store, stage, job, base_parts, fs, prefix, collections))
             crash_point("during_parts")
             if progress:
                 progress(f"wrote {job.partition} ({job.entries_src.size} rows)")
     con.close()
     quarantine = _write_quarantine(store, stage, base, fs, prefix)
     crash_point("after_parts")
-    collections = {**(base.collections if base else {}), **request.collections}
     state = {**(base.state if base else {}), **request.state}
     changed = bool(new_parts or replaced or quarantine) or (
         base is None or collections != base.collections or state != base.state
@@ -244,18 +246,17 @@ def _jobs(con: duckdb.DuckDBPyConnection, base_parts: Sequence[PartInfo]) -> lis
     jobs: list[_Job] = []
     for (provider, collection, year), losers in sorted(touched.items(), key=lambda kv: str(kv[0])):
         in_partition = [
-            i for i, p in enumerate(base_parts)
-            if (p.provider, p.collection, p.year) == (provider, collection, year)
+            i for i, p in enumerate(base_parts) if (p.provider, p.collection, p.year) == (provider, collection, year)
         ]
         new_rows = con.execute(
             "SELECT count(*) FROM towrite WHERE provider = ? AND collection IS NOT DISTINCT FROM ? AND year = ?",
             [provider, collection, year],
         ).fetchone()
         total = int(new_rows[0] if new_rows else 0) + sum(base_parts[i].rows for i in in_partition)
-        if total <= MERGE_LIMIT_ROWS:
-            groups = [tuple(in_partition)]  # whole partition → one sorted part
-        else:
-            groups = [(i,) for i in sorted(losers)] + [()]  # filter losing parts; new rows in a new part
+        # A partition up to MERGE_LIMIT_ROWS is rewritten whole into one sorted part; a bigger one keeps its
+        # parts, rewriting only those that lose rows, and gets the new rows as a new part.
+        whole = total <= MERGE_LIMIT_ROWS
+        groups = [tuple(in_partition)] if whole else [(i,) for i in sorted(losers)] + [()]
         for group in groups:
             with_new = group == tuple(in_partition) or group == ()
             jobs.append(_job(con, provider, collection, year, group, with_new))
@@ -319,7 +320,7 @@ def _write_job(
     base_parts: Sequence[PartInfo],
     fs: Any,
     prefix: str,
-    base: Manifest | None,
+    collections: dict[str, Any],
 ) -> Iterator[PartInfo]:
     runs: dict[int, pa.Table] = {}
     parts: dict[int, _PartSource] = {}
@@ -339,25 +340,16 @@ def _write_job(
         idx = job.entries_idx[start : start + PART_MAX_ROWS]
         ids, counts = np.unique(src, return_counts=True)
         schema = target_schema([(_schema_of(source(int(s))), int(c)) for s, c in zip(ids, counts, strict=True)])
-        key = f"collection:{job.provider}|{job.collection}"
-        collection_json = (base.collections.get(f"{job.provider}|{job.collection}") if base else None) or None
+        collection_json = collections.get(f"{job.provider}|{job.collection}")
         schema = part_schema(schema, collection_json, job.collection)
         name = f"{job.partition}/part-{uuid.uuid4().hex}.parquet"
         local = _local_target(store, stage, name)
         bounds = _Bounds()
-
-        def batches(src: np.ndarray = src, idx: np.ndarray = idx) -> Iterator[pa.RecordBatch]:
-            for lo in range(0, src.size, ROW_GROUP_ROWS):
-                batch = _gather(src[lo : lo + ROW_GROUP_ROWS], idx[lo : lo + ROW_GROUP_ROWS], source, schema)
-                bounds.add(batch)
-                yield from batch.to_batches()
-
-        rows = write_part(local, batches(), schema)
+        rows = write_part(local, _batches(src, idx, source, schema, bounds), schema)
         verify_part(local, int(src.size))
         if not isinstance(store.storage, LocalStorage):
             store.storage.upload(local, name)
             local.unlink()
-        del key
         sort_ts = job.sort_ts[start : start + PART_MAX_ROWS]
         yield PartInfo(
             path=name,
@@ -370,6 +362,19 @@ def _write_job(
             datetime_max=_ts(int(sort_ts.max())),
             bbox=bounds.bbox(),
         )
+
+
+def _batches(
+    src: np.ndarray,
+    idx: np.ndarray,
+    source: Callable[[int], pa.Table | _PartSource],
+    schema: pa.Schema,
+    bounds: _Bounds,
+) -> Iterator[pa.RecordBatch]:
+    for lo in range(0, src.size, ROW_GROUP_ROWS):
+        batch = _gather(src[lo : lo + ROW_GROUP_ROWS], idx[lo : lo + ROW_GROUP_ROWS], source, schema)
+        bounds.add(batch)
+        yield from batch.to_batches()
 
 
 def _schema_of(source: pa.Table | _PartSource) -> pa.Schema:
@@ -419,10 +424,7 @@ class _Bounds:
 
 
 def _local_target(store: Store, stage: Stage, name: str) -> Path:
-    if isinstance(store.storage, LocalStorage):
-        path = store.storage.root / name
-    else:
-        path = stage.dir / "out" / name
+    path = store.storage.root / name if isinstance(store.storage, LocalStorage) else stage.dir / "out" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

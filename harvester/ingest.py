@@ -69,9 +69,7 @@ def normalise_chunk(
 Result = tuple[RunFile | None, list[Rejection], Others]
 
 
-def _work(
-    chunk: list[RawRecord], run: int, path: Path, first_seq: int, provider: str, max_item_bytes: int
-) -> Result:
+def _work(chunk: list[RawRecord], run: int, path: Path, first_seq: int, provider: str, max_item_bytes: int) -> Result:
     records, rejections, others = normalise_chunk(chunk, provider=provider, max_item_bytes=max_item_bytes)
     return (write_run(path, run, records, first_seq) if records else None), rejections, others
 
@@ -164,9 +162,7 @@ def ingest(
             "collections_seen": len(summary.collections),
             "catalogs_skipped": summary.catalogs,
         }
-        result = commit_stage(
-            store, stage, CommitRequest(collections=collections, report=report), progress=log_step
-        )
+        result = commit_stage(store, stage, CommitRequest(collections=collections, report=report), progress=log_step)
         log.info("ingest of %s for %s: %s", locations, options.provider, result.counts)
         return result
     finally:

@@ -47,7 +47,9 @@ def rows_of(table: pa.Table) -> list[dict[str, Any]]:
 
 def emit_table(table: pa.Table, fmt: str, out: TextIO = sys.stdout) -> None:
     if fmt == "csv":
-        flat = pa.table({n: pa.array([_cell(v, 10**9) for v in table.column(n).to_pylist()]) for n in table.column_names})
+        flat = pa.table(
+            {n: pa.array([_cell(v, 10**9) for v in table.column(n).to_pylist()]) for n in table.column_names}
+        )
         buffer = io.BytesIO()
         pacsv.write_csv(flat, buffer)
         out.write(buffer.getvalue().decode())
@@ -64,7 +66,13 @@ def _cell(value: Any, width: int = MAX_CELL) -> str:
     value = _plain(value)
     if value is None:
         return ""
-    text = value if isinstance(value, str) else orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
+    text = (
+        value
+        if isinstance(value, str)
+        else orjson.dumps(value).decode()
+        if isinstance(value, dict | list)
+        else str(value)
+    )
     text = text.replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
 

@@ -111,9 +111,7 @@ def _item(row: dict[str, Any]) -> dict[str, Any]:
     if bbox is not None:
         item["bbox"] = [bbox["xmin"], bbox["ymin"], bbox["xmax"], bbox["ymax"]]
     props = {
-        k: strip_nulls(v)
-        for k, v in row.items()
-        if k not in CORE_COLUMNS and k not in CSCALE_COLUMNS and v is not None
+        k: strip_nulls(v) for k, v in row.items() if k not in CORE_COLUMNS and k not in CSCALE_COLUMNS and v is not None
     }
     item["properties"] = props
     for name in ("links", "assets"):

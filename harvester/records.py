@@ -23,7 +23,17 @@ from harvester.timeutil import DatetimeError, format_datetime, parse_datetime, t
 
 OVERFLOW = "cscale:overflow"
 CSCALE_COLUMNS = ("provider", "product_key", "content_hash", "source_href", OVERFLOW)
-CORE_COLUMNS = ("type", "stac_version", "stac_extensions", "id", "geometry", "bbox", "links", "assets", "collection")
+CORE_COLUMNS = (
+    "type",
+    "stac_version",
+    "stac_extensions",
+    "id",
+    "geometry",
+    "bbox",
+    "links",
+    "assets",
+    "collection",
+)
 # Property names stac-geoparquet stores as timestamp[us, UTC] and turns back into strings on read.
 TIMESTAMP_COLUMNS = (
     "datetime",
@@ -154,8 +164,8 @@ def _normalise(raw: Any, *, provider: str, source_href: str) -> Record:
     if start is None:
         raise _Reject("missing_datetime", "item has neither datetime nor start_datetime")
     chash = content_hash(item)
-    key = product_names.product_key(item_id, props)
-    row = _row(item, wkb, bbox, provider=provider, source_href=source_href, chash=chash, key=key)
+    pkey = product_names.product_key(item_id, props)
+    row = _row(item, wkb, bbox, provider=provider, source_href=source_href, chash=chash, key=pkey)
     updated = times.get("updated")
     return Record(
         provider=provider,
@@ -165,7 +175,7 @@ def _normalise(raw: Any, *, provider: str, source_href: str) -> Record:
         year=start.year,
         updated=to_micros(updated) if updated else None,
         content_hash=chash,
-        product_key=key,
+        product_key=pkey,
         row=row,
     )
 
@@ -214,7 +224,12 @@ def _row(
     row["geometry"] = wkb
     _proj_geometries_to_wkb(row, item["properties"], overflow)
     if bbox is not None:
-        row["bbox"] = {"xmin": bbox[0], "ymin": bbox[1], "xmax": bbox[len(bbox) // 2], "ymax": bbox[len(bbox) // 2 + 1]}
+        row["bbox"] = {
+            "xmin": bbox[0],
+            "ymin": bbox[1],
+            "xmax": bbox[len(bbox) // 2],
+            "ymax": bbox[len(bbox) // 2 + 1],
+        }
         if len(bbox) == 6:
             overflow["bbox"] = item["bbox"]
     elif "bbox" in row:
@@ -222,9 +237,7 @@ def _row(
     for name, value in item["properties"].items():
         if name == PROJ_GEOMETRY and name in row:
             continue
-        if value is None or name in RESERVED:
-            overflow["properties." + name] = value
-        elif name in TIMESTAMP_COLUMNS and not _is_canonical_time(value):
+        if value is None or name in RESERVED or (name in TIMESTAMP_COLUMNS and not _is_canonical_time(value)):
             overflow["properties." + name] = value
         else:
             row[name] = value
@@ -259,5 +272,3 @@ def _proj_geometries_to_wkb(row: dict[str, Any], props: dict[str, Any], overflow
 
 def _is_canonical_time(value: Any) -> bool:
     return isinstance(value, str) and value.endswith("Z") and len(value) >= 20 and value[10] == "T"
-
-

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import orjson
 
@@ -66,7 +66,7 @@ def open_source(location: str, *, timeout: float = 60.0) -> tuple[BinaryIO, str]
         except requests.RequestException as exc:
             raise InputError(f"cannot fetch {location}: {exc}") from None
         response.raw.decode_content = True
-        return response.raw, location
+        return cast(BinaryIO, response.raw), location
     path = Path(location[len("file://") :] if location.startswith("file://") else location)
     try:
         return open(path, "rb"), str(path.resolve())

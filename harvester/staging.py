@@ -126,9 +126,7 @@ class Stage:
             return
         table = rejections_table(rejections)
         if self._quarantine_writer is None:
-            self._quarantine_writer = pq.ParquetWriter(
-                str(self.quarantine_path), QUARANTINE_SCHEMA, compression="zstd"
-            )
+            self._quarantine_writer = pq.ParquetWriter(str(self.quarantine_path), QUARANTINE_SCHEMA, compression="zstd")
         self._quarantine_writer.write_table(table)
         self.quarantined += len(rejections)
         self.seen += len(rejections)

@@ -31,7 +31,10 @@ def extension_path(name: str) -> str:
 
 def new_connection(*, httpfs: bool = False, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection that can never reach the network for extensions."""
-    config: dict[str, str | bool | int] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+    }
     if threads:
         config["threads"] = threads
     con = duckdb.connect(config=config)
@@ -55,7 +58,11 @@ def _s3_secret(con: duckdb.DuckDBPyConnection) -> None:
     values: list[object] = list(options.values())
     if endpoint:
         parsed = urlparse(endpoint)
-        clauses += ["ENDPOINT $%d" % (len(values) + 1), "URL_STYLE 'path'", f"USE_SSL {parsed.scheme == 'https'}"]
+        clauses += [
+            f"ENDPOINT ${len(values) + 1}",
+            "URL_STYLE 'path'",
+            f"USE_SSL {parsed.scheme == 'https'}",
+        ]
         values.append(parsed.netloc)
     # CREATE SECRET takes no bound parameters: quote the values as SQL string literals.
     literal = [("'" + str(v).replace("'", "''") + "'") for v in values]

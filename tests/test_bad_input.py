@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import write_ndjson
+
 from harvester.errors import StoreError
 from harvester.ingest import IngestOptions, ingest
 from harvester.reader import iter_items
@@ -63,8 +63,11 @@ def test_every_corpus_invalid_file_is_taken_or_quarantined(corpus: Path, tmp_pat
         "invalid/stac-validator/bad_data/bad_item_v090.json",
         "invalid/stac-validator/1beta2/extensions/pointcloud/examples/bad-example-autzen.json",
     }
-    providers = {row["provider"] for q in store.manifest().quarantine
-                 for row in pq.read_table(str(Path(store.url) / q.path), columns=["provider"]).to_pylist()}
+    providers = {
+        row["provider"]
+        for q in store.manifest().quarantine
+        for row in pq.read_table(str(Path(store.url) / q.path), columns=["provider"]).to_pylist()
+    }
     assert broken <= providers
 
 
@@ -76,8 +79,7 @@ def test_truncated_line_and_non_utf8_bytes(tmp_path: Path) -> None:
     counts = run(store, path)
     assert counts["seen"] == 4 and counts["written"] == 2 and counts["quarantined"] == 2
     assert quarantine_reasons(store) == ["invalid_json", "not_utf8"]
-    raws = [r for q in store.manifest().quarantine
-            for r in pq.read_table(str(Path(store.url) / q.path)).to_pylist()]
+    raws = [r for q in store.manifest().quarantine for r in pq.read_table(str(Path(store.url) / q.path)).to_pylist()]
     assert all(r["raw"] and r["source_href"].rsplit("#L", 1)[1] in ("2", "3") for r in raws)
 
 
@@ -144,13 +146,23 @@ def test_unknown_version_huge_properties_and_missing_fields(tmp_path: Path) -> N
     counts = run(store, write_ndjson(tmp_path / "in.ndjson", [future, huge, noid, nodate, badlink, item(1)]))
     assert counts["written"] == 1 and counts["quarantined"] == 5
     assert quarantine_reasons(store) == [
-        "invalid_link", "item_too_large", "missing_datetime", "missing_id", "unknown_stac_version"
+        "invalid_link",
+        "item_too_large",
+        "missing_datetime",
+        "missing_id",
+        "unknown_stac_version",
     ]
 
 
 def test_type_conflicts_are_resolved_without_loss(tmp_path: Path) -> None:
-    items = [item(1, year=2020), item(2, year="2021"), item(3, year=2022),
-             item(4, nested={"a": 1}), item(5, nested={"a": "one", "b": [1, 2]}), item(6, nested={"a": 2})]
+    items = [
+        item(1, year=2020),
+        item(2, year="2021"),
+        item(3, year=2022),
+        item(4, nested={"a": 1}),
+        item(5, nested={"a": "one", "b": [1, 2]}),
+        item(6, nested={"a": 2}),
+    ]
     items[1]["assets"]["extra"] = {"href": "x", "file:size": "big"}
     items[2]["assets"]["extra"] = {"href": "y", "file:size": 12}
     store = Store.open(str(tmp_path / "store"))
@@ -170,11 +182,17 @@ def test_store_root_not_writable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(StoreError, match="not writable"):
-        ingest(Store.open(str(blocker / "store")), [str(write_ndjson(tmp_path / "a.ndjson", [item(1)]))],
-               IngestOptions(provider="P", workers=1))
+        ingest(
+            Store.open(str(blocker / "store")),
+            [str(write_ndjson(tmp_path / "a.ndjson", [item(1)]))],
+            IngestOptions(provider="P", workers=1),
+        )
 
 
 def test_missing_s3_bucket(moto_server: str, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
-        ingest(Store.open("s3://no-such-bucket/store"), [str(write_ndjson(tmp_path / "a.ndjson", [item(1)]))],
-               IngestOptions(provider="P", workers=1))
+        ingest(
+            Store.open("s3://no-such-bucket/store"),
+            [str(write_ndjson(tmp_path / "a.ndjson", [item(1)]))],
+            IngestOptions(provider="P", workers=1),
+        )

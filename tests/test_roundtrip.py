@@ -20,7 +20,17 @@ from harvester.sources_file import FileSummary, read_records
 from harvester.store import Store
 from harvester.timeutil import parse_datetime
 
-TIMES = {"datetime", "start_datetime", "end_datetime", "created", "updated", "expires", "published", "unpublished"}
+TIMES = {
+    "datetime",
+    "start_datetime",
+    "end_datetime",
+    "created",
+    "updated",
+    "expires",
+    "published",
+    "unpublished",
+}
+_LABEL = "stac-spec/v0.9.0/extensions/label/examples/"
 # Rejections the corpus must produce, and why: these files are not valid STAC items.
 EXPECTED_REJECTIONS = {
     "stac-geoparquet/misc/base_sentinel2_l2a.json": "missing_id",  # a pgstac "base item", not STAC
@@ -31,13 +41,15 @@ EXPECTED_REJECTIONS = {
     "stac-spec/v1.0.0-beta.2/extensions/tiled-assets/examples/example-dimension.json": "invalid_bbox",  # ymin > ymax
     "stac-spec/v0.9.0/extensions/label/examples/multidataset/zanzibar/znz029.json": "invalid_json",  # trailing comma
     # label examples of 0.9 whose Polygon coordinates lack a nesting level
-    "stac-spec/v0.9.0/extensions/label/examples/multidataset/zanzibar/znz001.json": "invalid_geometry",
-    "stac-spec/v0.9.0/extensions/label/examples/multidataset/spacenet-buildings/AOI_2_Vegas_img2636.json": "invalid_geometry",
-    "stac-spec/v0.9.0/extensions/label/examples/multidataset/spacenet-buildings/AOI_3_Paris_img1648.json": "invalid_geometry",
-    "stac-spec/v0.9.0/extensions/label/examples/multidataset/spacenet-buildings/AOI_4_Shanghai_img3344.json": "invalid_geometry",
+    _LABEL + "multidataset/zanzibar/znz001.json": "invalid_geometry",
+    _LABEL + "multidataset/spacenet-buildings/AOI_2_Vegas_img2636.json": "invalid_geometry",
+    _LABEL + "multidataset/spacenet-buildings/AOI_3_Paris_img1648.json": "invalid_geometry",
+    _LABEL + "multidataset/spacenet-buildings/AOI_4_Shanghai_img3344.json": "invalid_geometry",
     # label GeoJSON (building footprints), not STAC items: features without ids
-    "stac-spec/v0.9.0/extensions/label/examples/spacenet-roads/spacenetroads_AOI_3_Paris_img101.geojson": "missing_id",
-    "stac-spec/v1.0.0-beta.2/extensions/label/examples/spacenet-roads/spacenetroads_AOI_3_Paris_img101.geojson": "missing_id",
+    _LABEL + "spacenet-roads/spacenetroads_AOI_3_Paris_img101.geojson": "missing_id",
+    "stac-spec/v1.0.0-beta.2/extensions/label/examples/spacenet-roads/spacenetroads_AOI_3_Paris_img101.geojson": (
+        "missing_id"
+    ),
 }
 
 

@@ -10,14 +10,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import write_ndjson
+from test_bad_input import item
+
 from harvester.errors import ConcurrentCommitError, VersionNotFound
 from harvester.ingest import IngestOptions, ingest
 from harvester.reader import iter_items
 from harvester.store import CRASH_ENV, Store
 from queries import connect
-from test_bad_input import item
 
 
 def run(store: Store, path: Path, provider: str = "P") -> Any:
@@ -111,8 +111,20 @@ def test_kill_9_at_every_commit_step(tmp_path: Path, point: str) -> None:
         it["collection"] = "c2"
     path = write_ndjson(tmp_path / "b.ndjson", batch)
     env = {**os.environ, CRASH_ENV: point}
-    cmd = [sys.executable, "-m", "harvester.cli", "-q", "ingest", str(path), "--provider", "P", "--store", root,
-           "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harvester.cli",
+        "-q",
+        "ingest",
+        str(path),
+        "--provider",
+        "P",
+        "--store",
+        root,
+        "--workers",
+        "1",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
     assert_complete(store)
