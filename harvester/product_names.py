@@ -78,6 +78,8 @@ NAME_PROPERTIES = (
 
 @dataclass(frozen=True, slots=True)
 class ProductName:
+    """A recognised product name: its mission, canonical key and the STAC properties the name tells."""
+
     mission: str
     product_key: str
     properties: dict[str, object]
@@ -96,7 +98,7 @@ def parse_product_name(name: str) -> ProductName | None:
     """Parse a product/item/file name; None when it is not a recognised product name.
 
     Accepts surrounding path and suffixes: '.SAFE', '.SAFE.zip', '.zip', '.SEN3', '.nc', '.tar', '_COG',
-    '.json', trailing '/'.
+    '.json', trailing '/' (and '.xml'/'.jp2', for the metadata and preview files of legacy S2 products).
     """
     try:
         parsed = _parse(_base_name(name))
@@ -127,6 +129,7 @@ def product_key(item_id: str, properties: Mapping[str, object] | None = None) ->
     `s2:datatake_id`, the S2 tile (`s2:mgrs_tile`, `grid:code`, `s2:granule_id`, `s2:tile_id`) or
     `s3:processing_timeliness`. When the id alone gives a complete key, that key is returned: a name property
     then names the same product or, for derived items such as RTC, their source product, which must not win.
+    Landsat scene ids (`LC80370332018039LGN00`) are not complete: `landsat:product_id` names the product.
     """
     props: Mapping[str, object] = properties if properties is not None else {}
     try:
@@ -148,7 +151,7 @@ def product_key(item_id: str, properties: Mapping[str, object] | None = None) ->
         if isinstance(named, _S2):
             if item is None:
                 return _s2_key_with(named, props)
-        elif item is None or _same_product_type(named, item):
+        elif item is None or _compatible(named, item):
             item = named
             break
     if item is None:
@@ -158,7 +161,7 @@ def product_key(item_id: str, properties: Mapping[str, object] | None = None) ->
 
 # --- name normalisation and dispatch ------------------------------------------------------------------------
 
-_SUFFIXES = (".zip", ".ZIP", ".SAFE", ".safe", ".SEN3", ".nc", ".tar", ".tgz", ".gz", ".json", "_COG")
+_SUFFIXES = (".zip", ".ZIP", ".SAFE", ".safe", ".SEN3", ".nc", ".tar", ".tgz", ".gz", ".json", ".xml", ".jp2", "_COG")
 
 
 def _base_name(name: str) -> str:
@@ -317,13 +320,14 @@ def _parse_s1(base: str, full: bool) -> ProductName:
 _S2_COMPACT = re.compile(r"(S2\w)_MSI(\w{3})_(\d{8}T\d{6})_(?:N(\d{4})_)?R(\d{3})_T(\w{5})_(\d{8}T\d{6})")
 _S2_EARTH_SEARCH = re.compile(r"(S2\w)_(\d{1,2}[A-Z]{3})_(\d{8})_(\d{1,2})_(\w{3})")
 _S2_TILE_TIME = re.compile(r"(S2\w)_T(\w{5})_(\d{8}T\d{6})_(\w{3})")  # stactools, earth-search c1
-_S2_LEGACY = re.compile(
-    r"(S2\w)_(?:OPER|USER)_MSI_(\w{3})_(TL|TC|DS)_\w{4}_(\d{8}T\d{6})_(?:A(\d{6})_T(\w{5})|S(\d{8}T\d{6}))"
-    r"(?:_N(\d\d\.\d\d))?"
-)
-_S2_LEGACY_PRODUCT = re.compile(
-    r"(S2\w)_(?:OPER|USER)_PRD_MSI(\w{3})_\w{4}_(\d{8}T\d{6})_R(\d{3})_V(\d{8}T\d{6})_(\d{8}T\d{6})"
-)
+# legacy (2015-2016) names: MMM_CCCC_<file type, 10>_<centre, 4>_<creation>_<instance>; the file type says
+# which part of a product the file is: PRD_MSIL1C / MTD_SAFL1C the multi-tile product and its metadata,
+# MSI_L1C_TL, MTD_L1C_TL, PVI_L1C_TL (and MSI_L1C_TC) a tile, MSI_L1C_DS / MTD_L1C_DS a datastrip
+_S2_LEGACY = re.compile(r"(S2\w)_(?:OPER|USER)_([A-Z]{3})_(\w{6})_\w{4}_(\d{8}T\d{6})(\w*(?:\.\d\d)?)")
+_S2_LEGACY_PRODUCT = re.compile(r"_R(\d{3})_V(\d{8}T\d{6})_(\d{8}T\d{6})")
+_S2_LEGACY_TILE = re.compile(r"_A(\d{6})_T(\w{5})(?:_N(\d\d\.\d\d))?")
+_S2_LEGACY_DATASTRIP = re.compile(r"_S(\d{8}T\d{6})(?:_N(\d\d\.\d\d))?")
+_S2_LEGACY_PARTS = {"PRD": "MSI", "MTD": "SAF"}  # product-level file types: category -> subtype prefix
 _S2_DATATAKE_ID = re.compile(r"GS2(\w)_(\d{8}T\d{6})_(\d{6})_N(\d\d\.\d\d)")
 _MGRS = re.compile(r"(?:0[1-9]|[1-5]\d|60)[C-HJ-NP-X][A-HJ-NP-Z][A-HJ-NP-V]")
 _S2_LEVELS = {"L1C": "S2MSI1C", "L2A": "S2MSI2A"}
@@ -365,7 +369,7 @@ class _S2:
 
 def _parse_s2(base: str) -> _S2:
     sat = base[:3]
-    if sat[2] not in "ABCD":
+    if len(base) < 4 or sat[2] not in "ABCD":
         raise RejectedName("bad_platform", base)
     form = base[4:7]
     if form == "MSI":
@@ -405,29 +409,39 @@ def _s2_compact(base: str) -> _S2:
 
 def _s2_legacy(base: str) -> _S2:
     m = _S2_LEGACY.fullmatch(base)
-    if m is not None:
-        sat, level, kind, created, abs_orbit, tile, ds_start, baseline = m.groups()
-        _check_stamp(created, base)
-        if (kind == "DS") != (ds_start is not None):  # DS names carry S<time>, TL/TC names A<orbit>_T<tile>
+    if m is None:
+        raise _reject_shape(base)
+    sat, category, subtype, created, instance = m.groups()
+    _check_stamp(created, base)
+    if _S2_LEGACY_PARTS.get(category) == subtype[:3]:  # PRD_MSIL1C, MTD_SAFL1C
+        product = _S2_LEGACY_PRODUCT.fullmatch(instance)
+        if product is None:
             raise RejectedName("malformed", base)
-        parts = _S2(sat, _s2_level(level, base), baseline=baseline)
-        if ds_start is not None:
-            _check_stamp(ds_start, base)
-            parts.ds_start = ds_start
-        else:
-            parts.tile = _s2_tile(tile, base)
-            parts.abs_orbit = int(abs_orbit)
-            offset = _S2_REL_ORBIT_OFFSET.get(sat[2])
-            if offset is not None:
-                parts.rel_orbit = (int(abs_orbit) + offset) % 143 + 1
-        return parts
-    m = _S2_LEGACY_PRODUCT.fullmatch(base)
-    if m is not None:
-        sat, level, created, rel_orbit, start, stop = m.groups()
-        _check_stamp(created, base)
+        rel_orbit, start, stop = product.groups()
         _check_period(start, stop, base)
-        return _S2(sat, _s2_level(level, base), datatake=start, rel_orbit=int(rel_orbit), multi_tile=True)
-    raise _reject_shape(base)
+        level = _s2_level(subtype[3:], base)
+        return _S2(sat, level, datatake=start, rel_orbit=int(rel_orbit), multi_tile=True)
+    kind = subtype[4:]
+    if category not in ("MSI", "MTD", "PVI") or subtype[3] != "_" or kind not in ("TL", "TC", "DS"):
+        raise RejectedName("not_a_product", base)  # masks, QI reports, ... of a product
+    parts = _S2(sat, _s2_level(subtype[:3], base))
+    if kind == "DS":
+        datastrip = _S2_LEGACY_DATASTRIP.fullmatch(instance)
+        if datastrip is None:
+            raise RejectedName("malformed", base)
+        parts.ds_start, parts.baseline = datastrip.groups()
+        _check_stamp(parts.ds_start, base)
+        return parts
+    tile = _S2_LEGACY_TILE.fullmatch(instance)
+    if tile is None:  # e.g. a band image: tile name + _B04
+        raise RejectedName("malformed", base)
+    abs_orbit, tile_code, parts.baseline = tile.groups()
+    parts.tile = _s2_tile(tile_code, base)
+    parts.abs_orbit = int(abs_orbit)
+    offset = _S2_REL_ORBIT_OFFSET.get(sat[2])
+    if offset is not None:
+        parts.rel_orbit = (parts.abs_orbit + offset) % 143 + 1
+    return parts
 
 
 def _s2_level(level: str, base: str) -> str:
@@ -478,7 +492,7 @@ def _s2_key_with(parts: _S2, props: Mapping[str, object]) -> str:
     if parts.datatake is None:
         datatake_id = props.get("s2:datatake_id")
         m = _S2_DATATAKE_ID.fullmatch(datatake_id) if isinstance(datatake_id, str) else None
-        if m is not None and m[1] == parts.sat[2] and parts.abs_orbit in (None, int(m[3])):
+        if m is not None and _same_datatake(parts, f"S2{m[1]}", m[2], int(m[3])):
             parts.datatake, parts.abs_orbit = m[2], int(m[3])
     if parts.tile is None and not parts.multi_tile and parts.ds_start is None:
         parts.tile = _s2_tile_from(props)
@@ -486,10 +500,13 @@ def _s2_key_with(parts: _S2, props: Mapping[str, object]) -> str:
 
 
 def _s2_fill(parts: _S2, named: _S2) -> None:
-    """Fill what `parts` lacks from `named`, unless `named` is another product (sat, level, tile, orbit)."""
-    if named.sat != parts.sat or named.level != parts.level:
+    """Take from `named` what `parts` lacks, unless it names another satellite, tile, orbit or day.
+
+    The level may differ: an L2A item may name its L1C source, whose datatake is the same.
+    """
+    if named.datatake is not None and not _same_datatake(parts, named.sat, named.datatake, named.abs_orbit):
         return
-    if _differ(named.tile, parts.tile) or _differ(named.abs_orbit, parts.abs_orbit):
+    if named.sat != parts.sat or _differ(named.tile, parts.tile):
         return
     if parts.datatake is None:
         parts.datatake = named.datatake
@@ -497,6 +514,18 @@ def _s2_fill(parts: _S2, named: _S2) -> None:
         parts.tile = named.tile
     if parts.abs_orbit is None:
         parts.abs_orbit = named.abs_orbit
+
+
+def _same_datatake(parts: _S2, sat: str, datatake: str, abs_orbit: int | None) -> bool:
+    """Whether a datatake (start time, orbit) can be the one `parts` was sensed in."""
+    if sat != parts.sat or _differ(abs_orbit, parts.abs_orbit):
+        return False
+    if parts.date is None:
+        return True
+    # the id's date is the tile's (or datastrip's) sensing date: the datatake starts that day or the day before
+    day = datetime(int(datatake[:4]), int(datatake[4:6]), int(datatake[6:8])).toordinal()
+    own = datetime(int(parts.date[:4]), int(parts.date[4:6]), int(parts.date[6:8])).toordinal()
+    return 0 <= own - day <= 1
 
 
 def _differ(a: object, b: object) -> bool:
@@ -513,10 +542,11 @@ def _s2_tile_from(props: Mapping[str, object]) -> str | None:
         return tile
     for prop in ("s2:granule_id", "s2:tile_id"):
         value = props.get(prop)
-        if isinstance(value, str):
-            m = _S2_LEGACY.fullmatch(_base_name(value))
-            if m is not None and m[6] is not None and _MGRS.fullmatch(m[6]):
-                return m[6]
+        if isinstance(value, str) and value.startswith("S2"):
+            try:
+                return _parse_s2(_base_name(value)).tile
+            except RejectedName:
+                continue
     return None
 
 
@@ -538,6 +568,7 @@ _S3_INSTRUMENTS = {
     "MW": ["mwr"],
     "DO": ["doris"],
     "GN": ["gnss"],
+    "TM": [],  # platform telemetry (L0 inputs)
     "AX": [],
 }
 _S3_TIMELINESS = frozenset(["NR", "ST", "NT", "AL"])
@@ -608,16 +639,16 @@ def _with_s3_timeliness(item: ProductName, props: Mapping[str, object]) -> str:
 
 # --- Sentinel-5P: S5P_SSSS_TTTTTTTTTT_start_stop_orbit_collection_processor_production ---------------------
 
-_S5P = re.compile(
-    r"S5P_(\w{4})_(L1B|L2_)_(\w{6})_(\d{8}T\d{6})_(\d{8}T\d{6})_(\d{5})_(\d\d)_(\d{6})_(\d{8}T\d{6})"
-)
+_S5P = re.compile(r"S5P_(\w{4})_(L1B|L2_)_(\w{6})_(\d{8}T\d{6})_(\d{8}T\d{6})_(\d{5})_(\d\d)_(\d{6})_(\d{8}T\d{6})")
 _S5P_STREAMS = frozenset(["NRTI", "OFFL", "RPRO", "PAL_"])
 
 
 def _parse_s5p(base: str, full: bool) -> ProductName:
     m = _S5P.fullmatch(base)
     if m is None:
-        if base[9:13] not in ("L1B_", "L2__") and base.count("_") >= 8 and "_AUX_" not in base:
+        if base[4:9] == "OPER_":  # auxiliary, reference and configuration files
+            raise RejectedName("auxiliary_file", base)
+        if base[9:13] not in ("L1B_", "L2__") and base.count("_") >= 8:
             raise RejectedName("bad_s5p_level", base)
         raise _reject_shape(base)
     stream, level, product, start, stop, orbit, _collection, processor, produced = m.groups()
@@ -722,8 +753,15 @@ def _name_values(props: Mapping[str, object]) -> list[str]:
 
 
 def _is_complete(item: ProductName) -> bool:
-    return item.mission != "sentinel-3" or not item.product_key.endswith(_S3_UNKNOWN)
+    """False for ids a name property should complete or replace: S3 short ids, Landsat scene ids."""
+    if item.mission == "sentinel-3":
+        return not item.product_key.endswith(_S3_UNKNOWN)
+    if item.mission == "landsat":
+        return "_" in item.product_key  # a scene id names the acquisition, `landsat:product_id` the product
+    return True
 
 
-def _same_product_type(a: ProductName, b: ProductName) -> bool:
-    return a.mission == b.mission and a.properties.get("product_type") == b.properties.get("product_type")
+def _compatible(named: ProductName, item: ProductName) -> bool:
+    """`named` may stand for `item`: same mission and, when both tell it, the same product type."""
+    a, b = named.properties.get("product_type"), item.properties.get("product_type")
+    return named.mission == item.mission and (a is None or b is None or a == b)
