@@ -23,8 +23,8 @@ Sentinel-2   `S2B_MSIL2A_20210713T184919_T10TFK`: satellite, level, datatake sen
                `S2A_T01LAC_20200717T221944_L1C`, whose time is the datastrip start, not the datatake start):
                `S2B_MSIL2A_20210713TXXXXXX_T10TFK`; an earth-search sequence n > 0 replaces the last X by n
                (`TXXXXX1`), so the second product of a tile and day stays distinct.
-             - legacy tile names (`S2A_OPER_MSI_L1C_TL_..._A003282_T20MLC`, no sensing time at all):
-               `S2A_MSIL1C_A003282_T20MLC` (absolute orbit and tile).
+             - legacy tile names (`S2A_OPER_MSI_L1C_TL_..._A003282_T20MLC`, no sensing time at all; also
+               their MTD_/PVI_ files): `S2A_MSIL1C_A003282_T20MLC` (absolute orbit and tile).
              - legacy multi-tile products (`S2A_OPER_PRD_MSIL1C_PDMC_..._R008_V20160101T103452_...`):
                `S2A_MSIL1C_20160101T103452_R008` (V start = product start time = datatake start).
              - legacy datastrips (`S2A_OPER_MSI_L1C_DS_..._S20160101T150144`):
@@ -43,7 +43,8 @@ Sentinel-5P  `S5P_OFFL_L2__NO2____20200303T013547_20200303T031717_12367`: stream
 Landsat      `LC08_L2SP_045034_20191017_02_T1`: the product id without the processing date, keeping the
              collection number and category (an RT scene reprocessed to T1/T2 is a new product). This is
              PC's id form; USGS's `_SR`/`_ST` items of one L2SP product share it. Pre-collection scene ids
-             (`LC80140322020001LGN00`) are keyed as themselves.
+             (`LC80140322020001LGN00`) are keyed as themselves, unless the item's `landsat:product_id`
+             names the collection product it holds.
 
 Properties use STAC names and hold only what the name tells, plus relative orbits derived from absolute ones
 through the fixed repeat cycles of S1 and S2. For S2, `datetime` is the product start time (= datatake
@@ -206,19 +207,24 @@ def _reject_shape(base: str) -> RejectedName:
 # --- dates --------------------------------------------------------------------------------------------------
 
 _MIN_YEAR, _MAX_YEAR = 1970, 2100
-_VALID_DATES: dict[str, bool] = {}  # millions of names share a few thousand dates
+_DAYS: dict[str, int] = {}  # 'YYYYMMDD' -> day number, 0 when invalid; millions of names share a few dates
+
+
+def _day(ymd: str) -> int:
+    day = _DAYS.get(ymd)
+    if day is None:
+        try:
+            date = datetime(int(ymd[:4]), int(ymd[4:6]), int(ymd[6:8]))
+            day = date.toordinal() if _MIN_YEAR <= date.year <= _MAX_YEAR else 0
+        except ValueError:
+            day = 0
+        if len(_DAYS) < 200_000:
+            _DAYS[ymd] = day
+    return day
 
 
 def _date_ok(ymd: str) -> bool:
-    ok = _VALID_DATES.get(ymd)
-    if ok is None:
-        try:
-            ok = _MIN_YEAR <= datetime(int(ymd[:4]), int(ymd[4:6]), int(ymd[6:8])).year <= _MAX_YEAR
-        except ValueError:
-            ok = False
-        if len(_VALID_DATES) < 200_000:
-            _VALID_DATES[ymd] = ok
-    return ok
+    return _day(ymd) > 0
 
 
 def _check_stamp(stamp: str, base: str) -> None:
@@ -523,9 +529,7 @@ def _same_datatake(parts: _S2, sat: str, datatake: str, abs_orbit: int | None) -
     if parts.date is None:
         return True
     # the id's date is the tile's (or datastrip's) sensing date: the datatake starts that day or the day before
-    day = datetime(int(datatake[:4]), int(datatake[4:6]), int(datatake[6:8])).toordinal()
-    own = datetime(int(parts.date[:4]), int(parts.date[4:6]), int(parts.date[6:8])).toordinal()
-    return 0 <= own - day <= 1
+    return 0 <= _day(parts.date) - _day(datatake[:8]) <= 1
 
 
 def _differ(a: object, b: object) -> bool:
