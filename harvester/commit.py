@@ -384,16 +384,29 @@ def _schema_of(source: pa.Table | _PartSource) -> pa.Schema:
 def _gather(
     src: np.ndarray, idx: np.ndarray, source: Callable[[int], pa.Table | _PartSource], schema: pa.Schema
 ) -> pa.Table:
-    """Rows from several sources in the given order, conformed to the part's schema."""
-    pieces: list[pa.Table] = []
-    positions: list[np.ndarray] = []
+    """Rows from several sources in the given order, conformed to the part's schema.
+
+    Rows taken from sources of the same schema are concatenated first and conformed once: an output row group
+    may draw a few rows from each of hundreds of runs, and conforming is the costly step."""
+    groups: list[tuple[pa.Schema, list[pa.Table], list[np.ndarray]]] = []
     plain = schema.remove_metadata()
     for s in np.unique(src):
         mask = src == s
         taken = source(int(s)).take(pa.array(idx[mask]) if s >= 0 else idx[mask])
-        for batch in taken.to_batches():
-            pieces.append(pa.Table.from_batches([conform(batch, plain)], plain))
-        positions.append(np.nonzero(mask)[0])
+        taken = taken.replace_schema_metadata(None)
+        group = next((g for g in groups if g[0].equals(taken.schema)), None)
+        if group is None:
+            group = (taken.schema, [], [])
+            groups.append(group)
+        group[1].append(taken)
+        group[2].append(np.nonzero(mask)[0])
+    pieces: list[pa.Table] = []
+    positions: list[np.ndarray] = []
+    for _, tables, where in groups:
+        batch = pa.concat_tables(tables).combine_chunks().to_batches()
+        for piece in batch:
+            pieces.append(pa.Table.from_batches([conform(piece, plain)], plain))
+        positions.extend(where)
     table = pa.concat_tables(pieces)
     order = np.argsort(np.concatenate(positions), kind="stable")
     return table.take(pa.array(order)).replace_schema_metadata(schema.metadata)
