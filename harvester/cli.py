@@ -162,6 +162,12 @@ MAX_QUARANTINED = click.option(
     show_default=True,
     help="Items larger than this are quarantined (reason item_too_large).",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Read local files even when their size and mtime did not change since the version that last "
+    "ingested them (by default such files are skipped).",
+)
 @MAX_QUARANTINED
 @format_option
 @click.pass_obj
@@ -172,6 +178,7 @@ def ingest(
     store_root: str,
     workers: int,
     max_item_bytes: int,
+    force: bool,
     max_quarantined: float,
     fmt: str | None,
 ) -> None:
@@ -190,7 +197,7 @@ def ingest(
         if not provider.strip() or "|" in provider:
             raise InputError("--provider must be a non-empty name without '|'")
         store = Store.open(store_root)
-        options = IngestOptions(provider=provider, workers=workers, max_item_bytes=max_item_bytes)
+        options = IngestOptions(provider=provider, workers=workers, max_item_bytes=max_item_bytes, force=force)
         with progress_line(ctx, f"ingest {provider}") as progress:
             result = run_ingest(store, list(sources), options, progress=progress)
         version = result.manifest.version if result.manifest else None

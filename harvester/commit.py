@@ -111,9 +111,9 @@ def _attempt(
     quarantine = _write_quarantine(store, stage, base, fs, prefix)
     crash_point("after_parts")
     state = {**(base.state if base else {}), **request.state}
-    changed = bool(new_parts or replaced or quarantine) or (
-        base is None or collections != base.collections or state != base.state
-    )
+    # Harvest state rides along with data: a run that only moved a watermark or saw an unchanged source
+    # commits nothing (the next run re-reads a little more, which is safe).
+    changed = bool(new_parts or replaced or quarantine) or (base is None or collections != base.collections)
     counts["deleted"] = counts.pop("deleted_rows")
     if not changed:
         return CommitResult(None, counts)

@@ -32,6 +32,19 @@ class IngestOptions:
     workers: int = 0  # 0: one per CPU
     max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
     workdir: Path | None = None
+    force: bool = False  # read sources even when their state says they did not change
+
+
+def source_state(location: str, provider: str) -> tuple[str, dict[str, int]] | None:
+    """The harvest-state key and stamp (size, mtime) of a local file; None for URLs (always read)."""
+    if "://" in location and not location.startswith("file://"):
+        return None
+    path = Path(location.removeprefix("file://")).resolve()
+    try:
+        stat = path.stat()
+    except OSError:
+        return None  # reading it will raise the clear error
+    return f"file:{provider}:{path}", {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 Others = list[tuple[str, Any]]  # (href, collection or catalog met among the records)
@@ -141,12 +154,24 @@ def ingest(
     started = datetime.now(UTC)
     clock = time.monotonic()
     store.storage.check_writable()
+    base = store.head()
+    previous = base.state if base else {}
+    state: dict[str, Any] = {}
+    todo, unchanged = [], []
+    for location in locations:
+        stamp = source_state(location, options.provider)
+        if stamp and not options.force and previous.get(stamp[0]) == stamp[1]:
+            unchanged.append(location)  # same size and mtime as when last committed: nothing new to read
+            continue
+        todo.append(location)
+        if stamp:
+            state[stamp[0]] = stamp[1]
     summary = FileSummary()
     stage = Stage(options.workdir)
     try:
 
         def raws() -> Iterator[RawRecord]:
-            for location in locations:
+            for location in todo:
                 yield from read_records(location, summary)
 
         stage_records(stage, raws(), options, summary, progress=progress)
@@ -157,13 +182,16 @@ def ingest(
         report: dict[str, Any] = {
             "kind": "ingest",
             "provider": options.provider,
-            "sources": locations,
+            "sources": todo,
+            "sources_unchanged": unchanged,
             "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "stage_seconds": round(staged_seconds, 3),
             "collections_seen": len(summary.collections),
             "catalogs_skipped": summary.catalogs,
         }
-        result = commit_stage(store, stage, CommitRequest(collections=collections, report=report), progress=log_step)
+        result = commit_stage(
+            store, stage, CommitRequest(collections=collections, state=state, report=report), progress=log_step
+        )
         log.info("ingest of %s for %s: %s", locations, options.provider, result.counts)
         return result
     finally:

@@ -18,8 +18,8 @@ FORMATS = ("table", "csv", "json", "ndjson")
 MAX_CELL = 60
 
 
-def default_format(stream: TextIO = sys.stdout) -> str:
-    return "table" if stream.isatty() else "ndjson"
+def default_format(stream: TextIO | None = None) -> str:
+    return "table" if (stream or sys.stdout).isatty() else "ndjson"
 
 
 def _plain(value: Any) -> Any:
@@ -45,7 +45,8 @@ def rows_of(table: pa.Table) -> list[dict[str, Any]]:
     return [{k: _plain(v) for k, v in row.items()} for row in table.to_pylist()]
 
 
-def emit_table(table: pa.Table, fmt: str, out: TextIO = sys.stdout) -> None:
+def emit_table(table: pa.Table, fmt: str, out: TextIO | None = None) -> None:
+    out = out or sys.stdout  # looked up per call: tests and callers may swap sys.stdout
     if fmt == "csv":
         flat = pa.table(
             {n: pa.array([_cell(v, 10**9) for v in table.column(n).to_pylist()]) for n in table.column_names}
@@ -77,7 +78,8 @@ def _cell(value: Any, width: int = MAX_CELL) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO = sys.stdout) -> None:
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
