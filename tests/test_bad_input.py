@@ -10,12 +10,13 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_ndjson
 
 from harvester.errors import StoreError
 from harvester.ingest import IngestOptions, ingest
 from harvester.reader import iter_items
 from harvester.store import Store
+
+from conftest import write_ndjson
 
 
 def item(i: int | str, **props: Any) -> dict[str, Any]:

@@ -10,14 +10,15 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_ndjson
-from test_bad_input import item
 
 from harvester.errors import ConcurrentCommitError, VersionNotFound
 from harvester.ingest import IngestOptions, ingest
 from harvester.reader import iter_items
 from harvester.store import CRASH_ENV, Store
 from queries import connect
+
+from conftest import write_ndjson
+from test_bad_input import item
 
 
 def run(store: Store, path: Path, provider: str = "P") -> Any:
