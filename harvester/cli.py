@@ -372,6 +372,21 @@ def snapshots_gc(ctx: Context, store_root: str, keep: int, grace: float, dry_run
     run_safely(ctx, body)
 
 
+# Commands that live next to their code: each module exposes one click command or group, registered here
+# (the CLI is the only place that composes harvester, archive and queries).
+EXTENSION_COMMANDS: tuple[tuple[str, str], ...] = ()
+
+
+def _register_extensions() -> None:
+    import importlib
+
+    for module_name, attribute in EXTENSION_COMMANDS:
+        cli.add_command(getattr(importlib.import_module(module_name), attribute))
+
+
+_register_extensions()
+
+
 def main() -> None:
     cli(prog_name="cscale")
 

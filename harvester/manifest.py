@@ -53,6 +53,15 @@ class Manifest:
     def rows(self) -> int:
         return sum(p.rows for p in self.parts)
 
+    def referenced_files(self) -> set[str]:
+        """Every file this version needs: parts, quarantine files, and the files a source's state names under
+        its "files" key (e.g. a crawl's per-document state table under `state/`); gc keeps exactly these."""
+        files = {p.path for p in self.parts} | {q.path for q in self.quarantine}
+        for value in self.state.values():
+            if isinstance(value, dict) and isinstance(value.get("files"), list):
+                files.update(str(f) for f in value["files"])
+        return files
+
     def to_json(self) -> bytes:
         body = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
         return orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)

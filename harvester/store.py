@@ -138,12 +138,11 @@ class Store:
         referenced: set[str] = set()
         for version in kept:
             manifest = self.manifest(version)
-            referenced.update(p.path for p in manifest.parts)
-            referenced.update(q.path for q in manifest.quarantine)
+            referenced.update(manifest.referenced_files())
         now = time.time()
         doomed = [manifest_key(v) for v in versions if v not in kept]
         freed = 0
-        for prefix in ("items/", "quarantine/"):
+        for prefix in ("items/", "quarantine/", "state/", "archive/"):
             for obj in self.storage.listing(prefix):
                 if obj.key not in referenced and now - obj.mtime > grace_seconds:
                     doomed.append(obj.key)
