@@ -372,16 +372,23 @@ def snapshots_gc(ctx: Context, store_root: str, keep: int, grace: float, dry_run
     run_safely(ctx, body)
 
 
-# Commands that live next to their code: each module exposes one click command or group, registered here
-# (the CLI is the only place that composes harvester, archive and queries).
-EXTENSION_COMMANDS: tuple[tuple[str, str], ...] = ()
+@cli.group()
+def harvest() -> None:
+    """Harvest a provider's STAC API, static catalog or S3 archive into the snapshot (one version per run)."""
+
+
+# Commands that live next to their code: (group, module, attribute) — each module exposes one click command or
+# group, added here to the top level ("") or to a group ("harvest"). The CLI is the only place that composes
+# harvester, archive and queries.
+EXTENSION_COMMANDS: tuple[tuple[str, str, str], ...] = ()
 
 
 def _register_extensions() -> None:
     import importlib
 
-    for module_name, attribute in EXTENSION_COMMANDS:
-        cli.add_command(getattr(importlib.import_module(module_name), attribute))
+    groups: dict[str, click.Group] = {"": cli, "harvest": harvest}
+    for group, module_name, attribute in EXTENSION_COMMANDS:
+        groups[group].add_command(getattr(importlib.import_module(module_name), attribute))
 
 
 _register_extensions()
