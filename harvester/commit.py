@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -78,6 +77,8 @@ def partition_path(provider: str, collection: str | None, year: int) -> str:
 def _attempt(
     store: Store, stage: Stage, request: CommitRequest, progress: Callable[[str], None] | None
 ) -> CommitResult:
+    import duckdb  # here, not at import: forked normalising workers must not inherit it
+
     started = time.monotonic()
     base = store.head()
     fs, prefix = arrow_filesystem(store.storage)
@@ -152,7 +153,7 @@ CREATE TEMP TABLE towrite AS
 """
 
 
-def _counts(con: duckdb.DuckDBPyConnection, stage: Stage) -> dict[str, int]:
+def _counts(con: Any, stage: Stage) -> dict[str, int]:
     row = con.execute(
         """SELECT (SELECT count(*) FROM staged) - (SELECT count(*) FROM winners),
                   count(*) FILTER (WHERE action = 'same'), count(*) FILTER (WHERE action = 'stale'),
@@ -235,7 +236,7 @@ class _Job:
     sort_ts: np.ndarray
 
 
-def _jobs(con: duckdb.DuckDBPyConnection, base_parts: Sequence[PartInfo]) -> list[_Job]:
+def _jobs(con: Any, base_parts: Sequence[PartInfo]) -> list[_Job]:
     touched: dict[tuple[str, str | None, int], set[int]] = {}
     for provider, collection, year in con.execute("SELECT DISTINCT provider, collection, year FROM towrite").fetchall():
         touched.setdefault((provider, collection, int(year)), set())
@@ -264,7 +265,7 @@ def _jobs(con: duckdb.DuckDBPyConnection, base_parts: Sequence[PartInfo]) -> lis
 
 
 def _job(
-    con: duckdb.DuckDBPyConnection,
+    con: Any,
     provider: str,
     collection: str | None,
     year: int,

@@ -23,7 +23,7 @@ from harvester.staging import RunFile, Stage, write_run
 from harvester.store import Store
 
 log = logging.getLogger(__name__)
-CHUNK = 2_000
+CHUNK = 1_000  # items per worker task: bounds each worker's memory (~15 KB JSON → ~100 KB as dicts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +120,7 @@ def stage_records(
         for chunk in chunks:
             run, path, first = stage.reserve(len(chunk))
             pending.append(pool.submit(_work, chunk, run, path, first, *args))
-            while len(pending) >= 2 * workers:
+            while len(pending) > workers:  # one task queued per worker: bounded memory in this process
                 _finish(stage, pending.popleft().result(), summary)
                 if progress:
                     progress(stage.seen)

@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
-from stac_geoparquet.arrow._to_parquet import create_parquet_metadata
 
 from harvester.arrow_rows import conform, strip_nulls
 from harvester.records import CORE_COLUMNS, CSCALE_COLUMNS, OVERFLOW, PROJ_GEOMETRY
@@ -25,6 +24,9 @@ COMPRESSION_LEVEL = 6
 
 def part_schema(schema: pa.Schema, collection: Mapping[str, Any] | None, collection_id: str | None) -> pa.Schema:
     """Attach the `geo` (GeoParquet 1.1 with bbox covering) and `stac-geoparquet` key-value metadata."""
+    # Imported here: stac-geoparquet pulls in pandas, which forked normalising workers must not inherit.
+    from stac_geoparquet.arrow._to_parquet import create_parquet_metadata
+
     collections = {collection_id: dict(collection)} if collection and collection_id else None
     return schema.with_metadata(create_parquet_metadata(schema, schema_version="1.1.0", collections=collections))
 
