@@ -304,14 +304,20 @@ class _PartSource:
         self._cached: tuple[int, pa.Table] | None = None
 
     def take(self, indices: np.ndarray) -> pa.Table:
-        groups = np.searchsorted(self.starts, indices, side="right") - 1
+        """Rows at `indices`, in that order (ascending indices read each row group once)."""
+        order = np.argsort(indices, kind="stable")
+        ordered = indices[order]
+        groups = np.searchsorted(self.starts, ordered, side="right") - 1
         pieces = []
         for group in np.unique(groups):
             if self._cached is None or self._cached[0] != group:
                 self._cached = (int(group), self.file.read_row_group(int(group)))
-            local = indices[groups == group] - self.starts[group]
+            local = ordered[groups == group] - self.starts[group]
             pieces.append(self._cached[1].take(pa.array(local)))
-        return pa.concat_tables(pieces)
+        table = pa.concat_tables(pieces)
+        if np.all(order[:-1] < order[1:]):
+            return table
+        return table.take(pa.array(np.argsort(order, kind="stable")))
 
 
 def _write_job(
