@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from harvester.records import CORE_COLUMNS, CSCALE_COLUMNS, OVERFLOW, TIMESTAMP_COLUMNS
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+_Tabular = TypeVar("_Tabular", pa.RecordBatch, pa.Table)
 BBOX = pa.struct([(name, pa.float64()) for name in ("xmin", "ymin", "xmax", "ymax")])
 _FIXED: dict[str, pa.DataType] = {
     "geometry": pa.binary(),
@@ -173,10 +174,11 @@ def target_schema(schemas: Sequence[tuple[pa.Schema, int]]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Cast a batch to the part's schema; columns whose type cannot be cast keep their values in the overflow."""
+def conform(batch: _Tabular, schema: pa.Schema) -> _Tabular:
+    """Cast a batch (or a table, chunk by chunk, without combining) to the part's schema; columns whose type
+    cannot be cast keep their values in the overflow."""
     overflow: list[dict[str, Any] | None] = [None] * batch.num_rows
-    arrays: list[pa.Array | None] = []
+    arrays: list[pa.Array | pa.ChunkedArray | None] = []
     for field in schema:
         if field.name == OVERFLOW:
             arrays.append(None)
@@ -197,20 +199,26 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     for name in batch.schema.names:
         if name not in schema.names:
             _evict(name, batch.column(name), overflow)
-    existing = batch.column(OVERFLOW).to_pylist() if OVERFLOW in batch.schema.names else [None] * batch.num_rows
-    merged = _merge_overflow(existing, overflow)
-    arrays = [merged if a is None else a for a in arrays]
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    merged: pa.Array | pa.ChunkedArray
+    if OVERFLOW in batch.schema.names and not any(overflow):
+        merged = batch.column(OVERFLOW)  # nothing moved: keep the column as it is (no Python round trip)
+    else:
+        existing = batch.column(OVERFLOW).to_pylist() if OVERFLOW in batch.schema.names else [None] * batch.num_rows
+        merged = _merge_overflow(existing, overflow)
+    columns = [merged if a is None else a for a in arrays]  # the overflow column's slot is None
+    if isinstance(batch, pa.Table):
+        return pa.Table.from_arrays(columns, schema=schema)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def _evict(name: str, column: pa.Array, overflow: list[dict[str, Any] | None]) -> None:
+def _evict(name: str, column: pa.Array | pa.ChunkedArray, overflow: list[dict[str, Any] | None]) -> None:
     values = _plain(column)
     for i, value in enumerate(values):
         if value is not None:
             _put(overflow, i, overflow_path(name), value)
 
 
-def _plain(column: pa.Array) -> list[Any]:
+def _plain(column: pa.Array | pa.ChunkedArray) -> list[Any]:
     """Column values as JSON-ready Python values (timestamps as canonical strings, nested nulls dropped)."""
     if pa.types.is_timestamp(column.type):
         return pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()  # type: ignore[no-any-return]

@@ -352,7 +352,7 @@ def _write_job(
         name = f"{job.partition}/part-{uuid.uuid4().hex}.parquet"
         local = _local_target(store, stage, name)
         bounds = _Bounds()
-        rows = write_part(local, _batches(src, idx, source, schema, bounds), schema)
+        rows = write_part(local, _batches(src, idx, source, schema, bounds, runs.clear), schema)
         verify_part(local, int(src.size))
         if not isinstance(store.storage, LocalStorage):
             store.storage.upload(local, name)
@@ -377,9 +377,11 @@ def _batches(
     source: Callable[[int], pa.Table | _PartSource],
     schema: pa.Schema,
     bounds: _Bounds,
+    release: Callable[[], None],
 ) -> Iterator[pa.RecordBatch]:
     for lo in range(0, src.size, ROW_GROUP_ROWS):
         batch = _gather(src[lo : lo + ROW_GROUP_ROWS], idx[lo : lo + ROW_GROUP_ROWS], source, schema)
+        release()  # unmap the runs: their touched pages would otherwise count against this process
         bounds.add(batch)
         yield from batch.to_batches()
 
@@ -410,9 +412,7 @@ def _gather(
     pieces: list[pa.Table] = []
     positions: list[np.ndarray] = []
     for _, tables, where in groups:
-        batch = pa.concat_tables(tables).combine_chunks().to_batches()
-        for piece in batch:
-            pieces.append(pa.Table.from_batches([conform(piece, plain)], plain))
+        pieces.append(conform(pa.concat_tables(tables), plain))  # chunked: no extra copy of the rows
         positions.extend(where)
     table = pa.concat_tables(pieces)
     order = np.argsort(np.concatenate(positions), kind="stable")
