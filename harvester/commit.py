@@ -32,6 +32,7 @@ from harvester.timeutil import format_datetime
 
 log = logging.getLogger(__name__)
 PART_MAX_ROWS = 1_000_000
+GATHER_ROWS = 5_000
 MERGE_LIMIT_ROWS = 500_000  # a touched partition up to this size is rewritten whole (one sorted part)
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
@@ -113,8 +114,12 @@ def _attempt(
     crash_point("after_parts")
     state = {**(base.state if base else {}), **request.state}
     # Harvest state rides along with data: a run that only moved a watermark or saw an unchanged source
-    # commits nothing (the next run re-reads a little more, which is safe).
-    changed = bool(new_parts or replaced or quarantine) or (base is None or collections != base.collections)
+    # commits nothing (the next run re-reads a little more, which is safe). State that names new files (an
+    # archive's inventory parts) is data: it commits.
+    files_changed = _state_files(state) != _state_files(base.state if base else {})
+    changed = bool(new_parts or replaced or quarantine or files_changed) or (
+        base is None or collections != base.collections
+    )
     counts["deleted"] = counts.pop("deleted_rows")
     if not changed:
         return CommitResult(None, counts)
@@ -129,6 +134,13 @@ def _attempt(
         run=report,
     )
     return CommitResult(store.commit(manifest), counts)
+
+
+def _state_files(state: dict[str, Any]) -> set[str]:
+    """The files harvest state entries name under "files" (see Manifest.referenced_files)."""
+    return {
+        str(f) for v in state.values() if isinstance(v, dict) and isinstance(v.get("files"), list) for f in v["files"]
+    }
 
 
 # staged → winners (newest per provider+id) → plan (new / changed / same / stale against the base version)
@@ -379,8 +391,10 @@ def _batches(
     bounds: _Bounds,
     release: Callable[[], None],
 ) -> Iterator[pa.RecordBatch]:
-    for lo in range(0, src.size, ROW_GROUP_ROWS):
-        batch = _gather(src[lo : lo + ROW_GROUP_ROWS], idx[lo : lo + ROW_GROUP_ROWS], source, schema)
+    # Gathered in slices smaller than a row group: the gather's intermediate copies scale with the slice,
+    # while write_part still assembles ROW_GROUP_ROWS rows per row group.
+    for lo in range(0, src.size, GATHER_ROWS):
+        batch = _gather(src[lo : lo + GATHER_ROWS], idx[lo : lo + GATHER_ROWS], source, schema)
         release()  # unmap the runs: their touched pages would otherwise count against this process
         bounds.add(batch)
         yield from batch.to_batches()
