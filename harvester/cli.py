@@ -380,7 +380,13 @@ def harvest() -> None:
 # Commands that live next to their code: (group, module, attribute) — each module exposes one click command or
 # group, added here to the top level ("") or to a group ("harvest"). The CLI is the only place that composes
 # harvester, archive and queries.
-EXTENSION_COMMANDS: tuple[tuple[str, str, str], ...] = ()
+EXTENSION_COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("harvest", "harvester.harvest_static", "static"),
+    ("harvest", "harvester.harvest_api", "api"),
+    ("", "queries.publish_cli", "publish"),
+    ("", "queries.search_cli", "search"),
+    ("", "archive.cli", "archive"),
+)
 
 
 def _register_extensions() -> None:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from harvester.arrow_rows import conform, target_schema
 from harvester.errors import ConcurrentCommitError
 from harvester.manifest import Manifest, PartInfo, QuarantineInfo
-from harvester.parts import ROW_GROUP_ROWS, part_schema, verify_part, write_part
+from harvester.parts import part_schema, verify_part, write_part
 from harvester.staging import QUARANTINE_SCHEMA, Stage
 from harvester.storage import LocalStorage, arrow_filesystem
 from harvester.store import Store, crash_point

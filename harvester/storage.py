@@ -53,7 +53,11 @@ def open_storage(root: str, *, s3_client: Any = None) -> Storage:
         return S3Storage(parsed.netloc, parsed.path.strip("/"), client=s3_client)
     if parsed.scheme in ("", "file"):
         return LocalStorage(Path(parsed.path if parsed.scheme == "file" else root))
-    raise StoreError(f"unsupported store root {root!r}: use a local folder or s3://bucket/prefix")
+    if parsed.scheme in ("http", "https"):
+        if not parsed.netloc:
+            raise StoreError(f"HTTP store root {root!r} has no host")
+        return HttpStorage(root)
+    raise StoreError(f"unsupported store root {root!r}: use a local folder, s3://bucket/prefix or an http(s) URL")
 
 
 class LocalStorage:
@@ -260,6 +264,85 @@ class S3Storage:
         for start in range(0, len(keys), 1000):
             chunk = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
             self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+
+
+class HttpStorage:
+    """A published store served over HTTP(S) (any static file server): read-only. CURRENT and manifests are read
+    with requests; part files are read by DuckDB (httpfs) or by range requests. Listing is impossible over plain
+    HTTP, so whatever needs it (`snapshots list`, gc) needs the store's own root."""
+
+    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._session: Any = None
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+        return self._session
+
+    def uri(self, key: str) -> str:
+        from urllib.parse import quote
+
+        return f"{self.url}/{quote(key, safe='/=')}"
+
+    def _get(self, key: str, method: str = "GET") -> Any:
+        import requests
+
+        try:
+            response = self.session.request(method, self.uri(key), timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise StoreError(f"cannot reach {self.uri(key)}: {type(exc).__name__}") from None
+        if response.status_code in (404, 410):
+            return None
+        if response.status_code >= 400:
+            raise StoreError(f"{self.uri(key)} answered HTTP {response.status_code}")
+        return response
+
+    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
+        response = self._get(key)
+        if response is None:
+            return None
+        return response.content, str(response.headers.get("ETag") or response.content.decode("utf-8", "replace"))
+
+    def read(self, key: str) -> bytes | None:
+        response = self._get(key)
+        return None if response is None else bytes(response.content)
+
+    def exists(self, key: str) -> bool:
+        return self._get(key, "HEAD") is not None
+
+    def supports_ranges(self, key: str) -> bool:
+        """Whether the server answers range requests (python -m http.server does not)."""
+        response = self._get(key, "HEAD")
+        return response is not None and response.headers.get("Accept-Ranges", "").lower() == "bytes"
+
+    def listing(self, prefix: str) -> Iterator[ObjectInfo]:
+        raise StoreError(f"{self.url} is served over HTTP, which cannot list {prefix}; use the store's own root")
+
+    def _read_only(self) -> StoreError:
+        return StoreError(f"{self.url} is a read-only HTTP store")
+
+    def write(self, key: str, data: bytes) -> None:
+        raise self._read_only()
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        raise self._read_only()
+
+    def swap(self, key: str, data: bytes, expected_tag: str | None) -> bool:
+        raise self._read_only()
+
+    def upload(self, local_path: Path, key: str) -> None:
+        raise self._read_only()
+
+    def delete(self, keys: list[str]) -> None:
+        raise self._read_only()
+
+    def check_writable(self) -> None:
+        raise self._read_only()
 
 
 def s3_client() -> Any:

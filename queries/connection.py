@@ -12,7 +12,7 @@ import duckdb
 
 from harvester.errors import StoreError
 from harvester.manifest import manifest_key
-from harvester.storage import LocalStorage, S3Storage
+from harvester.storage import HttpStorage, LocalStorage, S3Storage
 from harvester.store import Store
 
 SQL_DIR = Path(__file__).with_name("sql")
@@ -73,21 +73,31 @@ def _s3_secret(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def connect(root: str, version: int | None = None, *, threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """A connection with the views `items`, `parts`, `collections`, `providers`, `quarantine`, `runs` over one
-    version (default: the one CURRENT names)."""
+    """A connection with the views `items`, `parts`, `collections`, `providers`, `products`, `quarantine`, `runs`,
+    `archive_objects` over one version (default: the one CURRENT names), and the macros of macros.sql
+    (`search_bbox`, ...)."""
     store = Store.open(root)
     manifest = store.manifest(version)
     storage = store.storage
-    remote = isinstance(storage, S3Storage)
+    remote = isinstance(storage, S3Storage | HttpStorage)
     con = new_connection(httpfs=remote, threads=threads)
-    if remote:
+    if isinstance(storage, S3Storage):
         _s3_secret(con)
+    elif isinstance(storage, HttpStorage):
+        http_settings(con, storage, manifest_key(manifest.version))
     base = storage.url if remote else str(storage.root if isinstance(storage, LocalStorage) else storage.url)
     con.execute("SET VARIABLE cscale_root = ?", [base])
     con.execute("SET VARIABLE cscale_version = ?", [manifest.version])
     con.execute("SET VARIABLE cscale_manifest = ?", [storage.uri(manifest_key(manifest.version))])
     con.execute("SET VARIABLE cscale_parts = ?::VARCHAR[]", [[storage.uri(p.path) for p in manifest.parts]])
     con.execute("SET VARIABLE cscale_quarantine = ?::VARCHAR[]", [[storage.uri(q.path) for q in manifest.quarantine]])
+    archive = [  # inventory parts of `cscale archive index`, named by its state entries
+        storage.uri(str(f))
+        for k, v in manifest.state.items()
+        if k.startswith("archive:") and isinstance(v, dict)
+        for f in v.get("files") or ()
+    ]
+    con.execute("SET VARIABLE cscale_archive = ?::VARCHAR[]", [archive])
     skip = set()
     if not manifest.parts:  # read_parquet needs one file at least: use typed empty stand-ins
         skip.add("VIEW items ")
@@ -95,10 +105,38 @@ def connect(root: str, version: int | None = None, *, threads: int | None = None
     if not manifest.quarantine:
         skip.add("VIEW quarantine ")
         con.execute((SQL_DIR / "empty_quarantine.sql").read_text())
+    if isinstance(storage, HttpStorage):
+        skip.add("VIEW runs ")
+        _http_runs(con, storage, manifest.version)
+    if not archive:
+        skip.add("VIEW archive_objects ")
+        con.execute((SQL_DIR / "empty_archive.sql").read_text())
     for statement in sql_statements("views.sql"):
         if not any(marker in statement for marker in skip):
             con.execute(statement)
+    for statement in sql_statements("macros.sql"):
+        try:
+            con.execute(statement)
+        except duckdb.BinderException:  # a table macro over columns this version lacks (no start_datetime...)
+            continue
     return con
+
+
+def _http_runs(con: duckdb.DuckDBPyConnection, storage: HttpStorage, version: int) -> None:
+    """Plain HTTP cannot list manifests/ (the `runs` view globs it): read the retained versions' manifests by name."""
+    keys = [manifest_key(v) for v in range(1, version + 1)]
+    con.execute("SET VARIABLE cscale_manifests = ?::VARCHAR[]", [[storage.uri(k) for k in keys if storage.exists(k)]])
+    glob = "getvariable('cscale_root') || '/manifests/*.json'"
+    for statement in sql_statements("views.sql"):
+        if "VIEW runs " in statement and glob in statement:
+            con.execute(statement.replace(glob, "getvariable('cscale_manifests')"))
+
+
+def http_settings(con: duckdb.DuckDBPyConnection, storage: HttpStorage, probe_key: str) -> None:
+    """A server that ignores range requests (python -m http.server) gets whole-file downloads: DuckDB's
+    range probing against it costs several round trips per file."""
+    if not storage.supports_ranges(probe_key):
+        con.execute("SET force_download = true")
 
 
 def sql_statements(name: str) -> list[str]:

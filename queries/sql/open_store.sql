@@ -13,4 +13,10 @@ SET VARIABLE cscale_quarantine = (
   SELECT list(getvariable('cscale_root') || '/' || q.path) FROM (
     SELECT unnest(quarantine) AS q FROM read_json(getvariable('cscale_manifest'),
       columns = {quarantine: 'STRUCT(path VARCHAR)[]'}, maximum_object_size = 1073741824)));
+SET VARIABLE cscale_archive = (
+  SELECT list(getvariable('cscale_root') || '/' || f) FROM (
+    SELECT unnest(from_json(state -> k -> 'files', '["VARCHAR"]')) AS f FROM (
+      SELECT state, unnest(json_keys(state)) AS k FROM read_json(getvariable('cscale_manifest'),
+        columns = {state: 'JSON'}, maximum_object_size = 1073741824)) WHERE k LIKE 'archive:%'));
 .read queries/sql/views.sql
+.read queries/sql/macros.sql

@@ -5,6 +5,7 @@
 --   cscale_parts       the list of part file URLs of that version
 --   cscale_quarantine  the list of quarantine file URLs of that version
 --   cscale_manifest    the URL of that version's manifest
+--   cscale_archive     the list of archive inventory part URLs of that version (`cscale archive index`)
 
 CREATE OR REPLACE TEMP TABLE cscale_manifest AS
   SELECT * FROM read_json(getvariable('cscale_manifest'),
@@ -56,3 +57,17 @@ CREATE OR REPLACE VIEW runs AS
                  columns = {version: 'INTEGER', parent: 'INTEGER', committed_at: 'TIMESTAMPTZ', run: 'JSON'},
                  maximum_object_size = 1073741824)
   WHERE version <= getvariable('cscale_version');
+
+-- One row per product key: the same Copernicus/Landsat product held by several providers (replicas), whichever
+-- name each gives it. Items whose name is not a recognised product name have no key and are left out.
+CREATE OR REPLACE VIEW products AS
+  SELECT product_key, list(provider ORDER BY provider) AS providers, count(*) AS replicas,
+         list(id ORDER BY provider) AS ids, list(federated_collection ORDER BY provider) AS collections,
+         min(datetime) AS datetime
+  FROM items WHERE product_key IS NOT NULL GROUP BY product_key;
+
+-- One row per object of every indexed S3 archive (`cscale archive index`): site, bucket, key, size, etag,
+-- last_modified, storage_class, its product's root (`product`), item id (`product_id`) and `product_key`
+-- (null, with a `reason`, when the object is not part of a recognised product).
+CREATE OR REPLACE VIEW archive_objects AS
+  SELECT * FROM read_parquet(getvariable('cscale_archive'), union_by_name = true);

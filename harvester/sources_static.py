@@ -1,0 +1,940 @@
+"""Static STAC catalogs on local disk, http(s) or S3: link resolution (pure) and the crawl (I/O edge).
+
+The crawl starts at a root catalog, collection or ItemCollection and follows `child`, `item` and `items` links
+(and `next` inside ItemCollections), relative or absolute, Windows-style or not, STAC 0.6 to 1.1 (pre-1.0
+objects carry no `type`: their shape tells). Only targets under an allow-list of URL prefixes are fetched (by
+default the root's own folder); the rest are recorded, not fetched. Every document is visited once (loops and
+diamonds are recorded). Fetches run on a bounded thread pool; each asks "changed since?" with the validators a
+previous run kept (ETag / Last-Modified over HTTP, ETag on S3, mtime and size on disk), then compares content
+hashes, so an unchanged tree costs one conditional request per document and stages nothing.
+
+The crawler reports every document it settles as a *journal line* (a JSON-able dict: validators, links, item ids,
+failure) through a callback, before the records read from it are handed on: the driver writes those lines to a
+write-ahead journal, which makes a killed crawl resumable (see harvester.harvest_static).
+
+Fetching and parsing run on threads of this process or, for big trees, in child processes with threads of their
+own (HTTP parsing in Python costs CPU that a single interpreter's GIL would serialise); only the scheduler,
+which decides what to visit next, runs in the caller's process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import pickle
+import posixpath
+import queue
+import re
+import signal
+import stat
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from harvester.errors import InputError
+from harvester.http import (
+    BodyTooLargeError,
+    HttpClient,
+    HttpOptions,
+    HttpStatusError,
+    HttpTransientError,
+    NotFoundError,
+    redact,
+)
+from harvester.sources_file import RawRecord, stac_kind
+
+log = logging.getLogger(__name__)
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
+# Link relations that lead to more of the tree, and what the target is expected to be.
+CONTAINER_RELS = frozenset({"child", "items"})
+ITEM_RELS = frozenset({"item"})
+FAILURES = ("not_found", "too_large", "failed", "invalid_json", "not_stac")
+
+
+# ------------------------------------------------------------------------------------------- pure: URLs
+
+
+def root_url(location: str) -> str:
+    """A root given as a path, file://, http(s):// or s3:// location → its canonical URL."""
+    location = location.strip()
+    match = _SCHEME.match(location)
+    if match and len(match.group(1)) > 1:  # a one-letter "scheme" is a Windows drive
+        scheme = match.group(1).lower()
+        if scheme not in ("file", "http", "https", "s3"):
+            raise InputError(f"unsupported catalog location {location!r}: use a path, file://, http(s):// or s3://")
+        url = canonical(location)
+        if url is None:
+            raise InputError(f"cannot read catalog location {location!r}")
+        return url
+    path = os.path.abspath(os.path.expanduser(location))
+    if os.path.isdir(path):
+        for name in ("catalog.json", "collection.json"):
+            if os.path.isfile(os.path.join(path, name)):
+                path = os.path.join(path, name)
+                break
+    return "file://" + path
+
+
+def canonical(url: str) -> str | None:
+    """Scheme and host in lower case, dot segments removed, fragment dropped (and the query, for files and S3):
+    the form documents are known by (visited set, state, allow-list)."""
+    try:
+        parts = urlsplit(url.replace("\\", "/"))
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        # file:/p, file:///p and file://localhost/p are the same file
+        netloc = "" if parts.netloc in ("", "localhost") else parts.netloc
+        return "file://" + netloc + _clean_path(parts.path or "/")
+    if scheme in ("http", "https"):
+        if not parts.netloc:
+            return None
+        return urlunsplit((scheme, parts.netloc.lower(), _clean_path(parts.path or "/"), parts.query, ""))
+    if scheme == "s3":
+        if not parts.netloc:
+            return None
+        return f"s3://{parts.netloc}{_clean_path(parts.path or '/')}"
+    return None
+
+
+def _clean_path(path: str) -> str:
+    trailing = path.endswith("/") and path != "/"
+    clean = posixpath.normpath(path)
+    if clean.startswith("//"):
+        clean = "/" + clean.lstrip("/")  # normpath keeps a leading "//"; a URL path does not need it
+    return clean + "/" if trailing else clean
+
+
+def resolve(base: str, href: str) -> str | None:
+    """The canonical URL an href in the document at `base` points to; None for an href that names nothing.
+
+    Backslashes count as slashes (catalogs written on Windows), absolute hrefs stand alone, a leading "/" is
+    relative to the host (or the bucket, or the file system root), anything else to the document's folder;
+    ".." never climbs above the root of the path (as in browsers) — the allow-list then decides."""
+    href = href.strip().replace("\\", "/")
+    if not href or href.startswith("#"):
+        return None
+    match = _SCHEME.match(href)
+    if match and len(match.group(1)) > 1:
+        return canonical(href)
+    base_parts = urlsplit(base)
+    target = urlsplit(href)
+    if href.startswith("//"):  # scheme-relative
+        return canonical(f"{base_parts.scheme}:{href}")
+    path = target.path if target.path.startswith("/") else posixpath.dirname(base_parts.path) + "/" + target.path
+    if not target.path:
+        path = base_parts.path
+    query = target.query if base_parts.scheme in ("http", "https") else ""
+    return canonical(urlunsplit((base_parts.scheme, base_parts.netloc, path, query, "")))
+
+
+def default_prefix(root: str) -> str:
+    """The root's own folder: what a crawl may read unless told otherwise."""
+    parts = urlsplit(root)
+    folder = posixpath.dirname(parts.path).rstrip("/") + "/"
+    return urlunsplit((parts.scheme, parts.netloc, folder, "", ""))
+
+
+def allow_prefix(prefix: str) -> str:
+    """An --allow value (URL or path) as a canonical URL prefix ending in "/" (a prefix "…/data" must not let
+    "…/database" in)."""
+    match = _SCHEME.match(prefix.strip())
+    if match and len(match.group(1)) > 1:
+        url = canonical(prefix.strip())
+        if url is None:
+            raise InputError(f"cannot use {prefix!r} as an --allow prefix")
+    else:
+        url = "file://" + os.path.abspath(os.path.expanduser(prefix.strip()))
+    return url if url.endswith("/") else url + "/"
+
+
+def allowed(url: str, prefixes: Sequence[str]) -> bool:
+    return any(url.startswith(p) for p in prefixes)
+
+
+def url_key(url: str) -> int:
+    """A 64-bit key for a URL: sets and sorted arrays of these stay small for millions of documents."""
+    return int.from_bytes(hashlib.blake2b(url.encode(), digest_size=8).digest(), "little")
+
+
+# -------------------------------------------------------------------------------------- pure: documents
+
+
+def classify(obj: Any) -> str | None:
+    """Catalog, Collection, Item or ItemCollection; pre-1.0 objects without `type` by their shape."""
+    kind = stac_kind(obj)
+    if kind == "FeatureCollection":
+        return "ItemCollection" if isinstance(obj.get("features"), list) else None
+    if kind is None and isinstance(obj, dict) and "id" in obj and isinstance(obj.get("properties"), dict):
+        return "Item"  # 0.x items without "type"
+    return kind
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    containers: list[str] = field(default_factory=list)  # child / items / next targets
+    items: list[str] = field(default_factory=list)
+    invalid: int = 0  # links without a usable href
+
+
+def links_of(doc: Mapping[str, Any], base: str, *, next_links: bool = False) -> Links:
+    """The links of a catalog, collection (or, with next_links, ItemCollection) that lead on, resolved."""
+    out = Links()
+    invalid = 0
+    raw = doc.get("links")
+    for link in raw if isinstance(raw, list) else ():
+        if not isinstance(link, dict):
+            invalid += 1
+            continue
+        rel = link.get("rel")
+        if rel not in CONTAINER_RELS and rel not in ITEM_RELS and not (next_links and rel == "next"):
+            continue
+        href = link.get("href")
+        if link.get("method", "GET") != "GET" or link.get("body") is not None:
+            continue  # an API page link (POST), not a document
+        target = resolve(base, href) if isinstance(href, str) else None
+        if target is None:
+            invalid += 1
+        elif rel in ITEM_RELS:
+            out.items.append(target)
+        else:
+            out.containers.append(target)
+    return Links(out.containers, out.items, invalid)
+
+
+def content_hash(body: bytes) -> str:
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------- fetching
+
+
+@dataclass(frozen=True, slots=True)
+class Validators:
+    """What a later run sends back to ask "changed since?"."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    mtime_ns: int | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    status: str  # ok | unchanged | not_found | too_large | failed
+    body: bytes | None = None
+    validators: Validators = Validators()
+    url: str | None = None  # after redirects
+    message: str = ""
+    size: int | None = None
+
+
+class Fetcher(Protocol):
+    def fetch(self, url: str, previous: Validators | None, max_bytes: int) -> Fetched: ...
+    def close(self) -> None: ...
+
+
+class FileFetcher:
+    """Local files; "unchanged" is the same mtime and size as before."""
+
+    def fetch(self, url: str, previous: Validators | None, max_bytes: int) -> Fetched:
+        path = urlsplit(url).path
+        try:
+            info = os.stat(path)
+            if stat.S_ISDIR(info.st_mode):
+                return Fetched("failed", message=f"{path} is a folder")
+            validators = Validators(mtime_ns=info.st_mtime_ns, size=info.st_size)
+            if previous and previous.mtime_ns == info.st_mtime_ns and previous.size == info.st_size:
+                return Fetched("unchanged", validators=validators)
+            if info.st_size > max_bytes:
+                return Fetched("too_large", size=info.st_size, message=f"{info.st_size:,} bytes")
+            with open(path, "rb") as handle:
+                body = handle.read(max_bytes + 1)
+        except (FileNotFoundError, NotADirectoryError):
+            return Fetched("not_found", message="no such file")
+        except OSError as exc:
+            return Fetched("failed", message=exc.strerror or str(exc))
+        if len(body) > max_bytes:  # grew since the stat
+            return Fetched("too_large", size=len(body), message=f"over {max_bytes:,} bytes")
+        return Fetched("ok", body, validators)
+
+    def close(self) -> None:
+        pass
+
+
+class HttpFetcher:
+    """http(s) with conditional requests (If-None-Match / If-Modified-Since → 304)."""
+
+    def __init__(self, client: HttpClient) -> None:
+        self.client = client
+
+    def fetch(self, url: str, previous: Validators | None, max_bytes: int) -> Fetched:
+        headers = {}
+        if previous and previous.etag:
+            headers["If-None-Match"] = previous.etag
+        if previous and previous.last_modified:
+            headers["If-Modified-Since"] = previous.last_modified
+        try:
+            response = self.client.get(url, headers=headers, max_bytes=max_bytes)
+        except NotFoundError as exc:
+            return Fetched("not_found", message=str(exc))
+        except BodyTooLargeError as exc:
+            return Fetched("too_large", size=exc.size, message=str(exc))
+        except (HttpTransientError, HttpStatusError, InputError) as exc:
+            return Fetched("failed", message=str(exc))
+        if response.status == 304:
+            if previous is None:
+                return Fetched("failed", message=f"{redact(url)}: 304 to an unconditional request")
+            kept = Validators(response.etag or previous.etag, response.last_modified or previous.last_modified)
+            return Fetched("unchanged", validators=kept)
+        validators = Validators(response.etag, response.last_modified, size=len(response.body))
+        return Fetched("ok", response.body, validators, url=canonical(response.url))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class S3Fetcher:
+    """s3:// with conditional GETs on the ETag (a 304 costs no body)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def fetch(self, url: str, previous: Validators | None, max_bytes: int) -> Fetched:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        parts = urlsplit(url)
+        bucket, key = parts.netloc, parts.path.lstrip("/")
+        extra = {"IfNoneMatch": previous.etag} if previous and previous.etag else {}
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key, **extra)
+            size = int(response["ContentLength"])
+            validators = Validators(etag=response.get("ETag"), size=size)
+            if size > max_bytes:
+                response["Body"].close()
+                return Fetched("too_large", size=size, message=f"{size:,} bytes")
+            body = response["Body"].read()
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("304", "NotModified"):
+                return Fetched("unchanged", validators=previous or Validators())
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return Fetched("not_found", message=f"s3://{bucket}/{key}: {code}")
+            return Fetched("failed", message=f"s3://{bucket}/{key}: {code}")
+        except (BotoCoreError, OSError) as exc:
+            return Fetched("failed", message=f"s3://{bucket}/{key}: {type(exc).__name__}: {exc}")
+        return Fetched("ok", body, validators)
+
+    def close(self) -> None:
+        pass
+
+
+def s3_client(max_connections: int) -> Any:
+    """boto3 with standard retries and a connection pool as large as the crawl's concurrency."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 10},
+        s3={"addressing_style": "path"},
+        max_pool_connections=max_connections,
+    )
+    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None, config=config)
+
+
+class Fetchers:
+    """One fetcher per scheme, made on first use (an allow-list may span schemes)."""
+
+    def __init__(self, *, http: HttpOptions, max_connections: int) -> None:
+        self.http_options = http
+        self.max_connections = max_connections
+        self._made: dict[str, Fetcher] = {}
+        self._lock = threading.Lock()
+
+    def for_url(self, url: str) -> Fetcher:
+        scheme = url.split(":", 1)[0]
+        scheme = "http" if scheme == "https" else scheme
+        with self._lock:
+            if scheme not in self._made:
+                self._made[scheme] = self._make(scheme)
+            return self._made[scheme]
+
+    def _make(self, scheme: str) -> Fetcher:
+        if scheme == "file":
+            return FileFetcher()
+        if scheme == "http":
+            return HttpFetcher(HttpClient(self.http_options))
+        if scheme == "s3":
+            return S3Fetcher(s3_client(self.max_connections))
+        raise InputError(f"unsupported scheme {scheme!r}")
+
+    def close(self) -> None:
+        for fetcher in self._made.values():
+            fetcher.close()
+
+
+# ------------------------------------------------------------------------------------------------ crawling
+
+
+@dataclass(frozen=True, slots=True)
+class PrevDoc:
+    """What the previous committed crawl knew about a document."""
+
+    kind: str
+    status: str
+    validators: Validators
+    content_hash: str | None
+    child_links: tuple[str, ...]
+    item_links: tuple[str, ...]
+    item_ids: tuple[str, ...]
+
+
+class Previous(Protocol):
+    def get(self, url: str) -> PrevDoc | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlOptions:
+    allow: tuple[str, ...]  # canonical URL prefixes
+    max_item_bytes: int  # items above this are quarantined unread (records.DEFAULT_MAX_ITEM_BYTES by default)
+    max_document_bytes: int = 64 << 20
+    concurrency: int = 16  # fetches in flight (and connections: each fetcher's pool is bounded)
+    processes: int = 0  # fetch in this many child processes; 0: in threads of this process
+    force: bool = False  # ignore validators and content hashes: read and stage everything again
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where an interrupted crawl stopped: documents already settled, and what to visit next."""
+
+    visited: set[int]
+    frontier: list[tuple[str, str, str | None]]  # (url, "container" | "item", parent url)
+    parents: dict[int, int]  # container key → parent container key (for telling loops from diamonds)
+    staged: dict[str, set[str]]  # url → record suffixes already staged (documents to read again only in part)
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    url: str
+    expect: str  # "container" | "item"
+    parent: str | None
+    prev: PrevDoc | None
+    skip: frozenset[str]
+
+
+@dataclass(slots=True)
+class _Outcome:
+    task: _Task
+    line: dict[str, Any]
+    records: list[RawRecord]
+    containers: list[str]
+    items: list[str]
+
+
+@dataclass(slots=True)
+class CrawlStats:
+    """Live counters (written by the crawl thread, read by anyone)."""
+
+    documents: int = 0
+    fetched: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    records: int = 0
+
+
+def visit(task: _Task, options: CrawlOptions, fetchers: Fetchers) -> _Outcome:
+    """Fetch one document and say what it is, what it holds and where it leads (runs in fetch threads, in this
+    process or a child). Never raises for bad input: failures are statuses in the journal line."""
+    prev = task.prev
+    use_prev = prev is not None and not options.force
+    cap = options.max_item_bytes if task.expect == "item" else options.max_document_bytes
+    fetched = fetchers.for_url(task.url).fetch(task.url, prev.validators if use_prev and prev else None, cap)
+    v = fetched.validators
+    line: dict[str, Any] = {
+        "href": task.url,
+        "kind": task.expect,
+        "status": fetched.status,
+        "etag": v.etag,
+        "last_modified": v.last_modified,
+        "mtime_ns": v.mtime_ns,
+        "size": v.size,
+    }
+    outcome = _Outcome(task, line, [], [], [])
+    digest = content_hash(fetched.body) if fetched.body is not None else None
+    if prev is not None and use_prev and (fetched.status == "unchanged" or _same_bytes(digest, prev)):
+        line["status"] = "unchanged"
+        for name in ("etag", "last_modified", "mtime_ns", "size"):  # a 304 need not repeat every validator
+            if line[name] is None:
+                line[name] = getattr(prev.validators, name)
+        _carry(line, outcome, prev)
+        return outcome
+    if fetched.status != "ok":
+        line["message"] = fetched.message
+        if prev is not None and prev.status == fetched.status:
+            line["same"] = True  # failing as last time: the state to commit has not changed
+        if fetched.status == "too_large" and task.expect == "item" and not line.get("same"):
+            # An item candidate too large to read: quarantined as item_too_large through the records path
+            # (once: the next runs find it as large as before).
+            _record(outcome, RawRecord(task.url, None, None, size=fetched.size or cap + 1), "")
+        if fetched.status != "not_found" and prev is not None:
+            _carry(line, outcome, prev, follow=False)  # kept as it was: a failure is not a deletion
+            line["retain"] = True
+        return outcome
+    body = fetched.body or b""
+    base = fetched.url or task.url
+    line["content_hash"] = digest
+    line["size"] = len(body)
+    if prev is not None and _same_bytes(digest, prev):
+        line["same"] = True  # read again (--force): the same bytes as committed
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        line["status"] = "invalid_json"
+        line["message"] = f"cannot parse JSON: {exc}"
+        if task.expect == "item":  # an unreadable item candidate is quarantined (invalid_json / not_utf8)
+            _record(outcome, RawRecord(task.url, body, size=len(body)), "")
+        if prev is not None:
+            _carry(line, outcome, prev, follow=False)
+            line["retain"] = True
+        return outcome
+    kind = classify(obj)
+    if kind in ("Catalog", "Collection"):
+        line["kind"] = kind.lower()
+        found = links_of(obj, base)
+        outcome.containers, outcome.items = found.containers, found.items
+        line["child_links"], line["item_links"] = found.containers, found.items
+        if found.invalid:
+            line["invalid_links"] = found.invalid
+        if kind == "Collection":
+            line["collection"] = obj
+    elif kind == "ItemCollection":
+        line["kind"] = "itemcollection"
+        found = links_of(obj, base, next_links=True)
+        outcome.containers = found.containers
+        line["child_links"] = found.containers
+        ids = []
+        for i, feature in enumerate(obj["features"]):
+            if classify(feature) in ("Catalog", "Collection"):
+                continue  # not an item; an ItemCollection does not hold sub-catalogs
+            if isinstance(feature, dict) and isinstance(feature.get("id"), str):
+                ids.append(feature["id"])
+            suffix = f"#/features/{i}"
+            _record(outcome, RawRecord(task.url + suffix, None, feature, size=_size(feature)), suffix)
+        line["item_ids"] = ids
+    elif kind == "Item" or task.expect == "item":
+        # An item link to something that is not an item still takes the records path: it is quarantined with
+        # a reason (not_an_item, ...) like any bad item.
+        line["kind"] = "item"
+        if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+            line["item_ids"] = [obj["id"]]
+        _record(outcome, RawRecord(task.url, body, size=len(body)), "")
+    else:
+        line["status"] = "not_stac"
+        line["message"] = "not a STAC catalog, collection, item or ItemCollection"
+    return outcome
+
+
+def _same_bytes(digest: str | None, prev: PrevDoc) -> bool:
+    """Read again, and the same bytes as last time."""
+    return digest is not None and prev.content_hash == digest
+
+
+def _record(outcome: _Outcome, record: RawRecord, suffix: str) -> None:
+    outcome.line.setdefault("staged", []).append(suffix)
+    if suffix not in outcome.task.skip:  # a resumed crawl staged this one already
+        outcome.records.append(record)
+
+
+def _carry(line: dict[str, Any], outcome: _Outcome, prev: PrevDoc, *, follow: bool = True) -> None:
+    """Keep what the previous run knew (links, item ids, content hash); with `follow`, crawl on below it."""
+    line["kind"] = prev.kind
+    line.setdefault("content_hash", prev.content_hash)
+    line["child_links"] = list(prev.child_links)
+    line["item_links"] = list(prev.item_links)
+    line["item_ids"] = list(prev.item_ids)
+    # The same bytes as an unreadable document are still unreadable; a document whose fetch failed last time
+    # and that now hashes like before (its last good content) is fine again.
+    line["prev_status"] = prev.status if prev.status in ("invalid_json", "not_stac") else "ok"
+    if follow:
+        outcome.containers = list(prev.child_links)
+        outcome.items = list(prev.item_links)
+
+
+def _size(obj: Any) -> int:
+    try:
+        return len(orjson.dumps(obj))
+    except TypeError:
+        return 0
+
+
+# --------------------------------------------------------------------------------- where fetches run
+
+
+Results = queue.SimpleQueue  # of _Outcome | BaseException
+
+
+class _ThreadRunner:
+    """Fetches on threads of this process: no start-up cost (small trees, tests)."""
+
+    def __init__(self, options: CrawlOptions, http: HttpOptions, results: Results[Any]) -> None:
+        self.options = options
+        self.results = results
+        self.fetchers = Fetchers(http=http, max_connections=options.concurrency)
+        self.pool = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="cscale-fetch")
+        self.capacity = options.concurrency
+        self._stopping = False
+
+    def submit(self, tasks: list[_Task]) -> None:
+        for task in tasks:
+            self.pool.submit(self._one, task)
+
+    def _one(self, task: _Task) -> None:
+        try:
+            if self._stopping:
+                raise InterruptedError("crawl stopped")
+            self.results.put(visit(task, self.options, self.fetchers))
+        except BaseException as exc:
+            self.results.put(exc)
+
+    def close(self) -> None:
+        self._stopping = True
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.fetchers.close()
+
+
+class _ChildDied(Exception):
+    pass
+
+
+class _Child:
+    """One fetch process: `python -m harvester.sources_static`, fed pickled task lists on stdin, answering
+    pickled outcome lists on stdout. A plain subprocess rather than multiprocessing: that would re-run the
+    `cscale` entry script (and import the whole CLI, pyarrow and DuckDB) in every child."""
+
+    def __init__(self, options: CrawlOptions, http: HttpOptions, threads: int, results: Results[Any]) -> None:
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harvester.sources_static"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        self.results = results
+        self.outstanding = 0
+        self.closing = False
+        self._send((options, http, threads))
+        self.reader = threading.Thread(target=self._read, name="cscale-fetch-reader", daemon=True)
+        self.reader.start()
+
+    def _send(self, obj: Any) -> None:
+        assert self.proc.stdin is not None
+        pickle.dump(obj, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        self.proc.stdin.flush()
+
+    def submit(self, tasks: list[_Task]) -> None:
+        self.outstanding += len(tasks)
+        try:
+            self._send(tasks)
+        except (BrokenPipeError, OSError):
+            raise _ChildDied(f"fetch process {self.proc.pid} exited (code {self.proc.poll()})") from None
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            while True:
+                batch = pickle.load(self.proc.stdout)
+                if batch is None:
+                    return
+                for outcome in batch:
+                    self.outstanding -= 1
+                    self.results.put(outcome)
+        except (EOFError, OSError, pickle.UnpicklingError) as exc:
+            if not self.closing:
+                self.results.put(_ChildDied(f"fetch process {self.proc.pid} died ({type(exc).__name__})"))
+
+    def close(self) -> None:
+        self.closing = True
+        with contextlib.suppress(OSError, ValueError):
+            self._send(None)
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(timeout=5)
+
+
+class _ProcessRunner:
+    """Fetches in child processes, each with its own threads and bounded connection pool: parsing HTTP costs
+    CPU (~0.3 ms a document) that one interpreter's GIL would serialise."""
+
+    def __init__(self, options: CrawlOptions, http: HttpOptions, results: Results[Any]) -> None:
+        threads = max(1, options.concurrency // options.processes)
+        self.children = [_Child(options, http, threads, results) for _ in range(options.processes)]
+        self.capacity = 2 * threads * len(self.children)  # one queued task per running one keeps them busy
+
+    def submit(self, tasks: list[_Task]) -> None:
+        share = -(-len(tasks) // len(self.children))
+        for start in range(0, len(tasks), share):
+            child = min(self.children, key=lambda c: c.outstanding)
+            child.submit(tasks[start : start + share])
+
+    def close(self) -> None:
+        for child in self.children:
+            child.close()
+
+
+def _child_main() -> None:
+    """The fetch process: read task lists, visit them on `threads` threads, write outcome lists back."""
+    protocol = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything printed goes to stderr, never into the protocol stream
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes our stdin
+    source = sys.stdin.buffer
+    options, http, threads = pickle.load(source)
+    fetchers = Fetchers(http=http, max_connections=threads)
+    tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+    outcomes: queue.SimpleQueue[_Outcome | BaseException | None] = queue.SimpleQueue()
+
+    def work() -> None:
+        while (task := tasks.get()) is not None:
+            try:
+                outcomes.put(visit(task, options, fetchers))
+            except BaseException as exc:  # a bug, not bad input: the parent raises it
+                outcomes.put(RuntimeError(f"fetch process failed on {describe(task.url)}: {exc!r}"))
+
+    def write() -> None:
+        while True:
+            first = outcomes.get()
+            batch: list[Any] = [first]
+            while first is not None:
+                try:
+                    item = outcomes.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+                if item is None:
+                    break
+            done = batch[-1] is None
+            if [o for o in batch if o is not None]:
+                pickle.dump([o for o in batch if o is not None], protocol, protocol=pickle.HIGHEST_PROTOCOL)
+            if done:
+                pickle.dump(None, protocol)
+                protocol.flush()
+                return
+            protocol.flush()
+
+    workers = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
+    writer = threading.Thread(target=write, daemon=True)
+    for thread in (*workers, writer):
+        thread.start()
+    try:
+        while (batch := pickle.load(source)) is not None:
+            for task in batch:
+                tasks.put(task)
+    except (EOFError, OSError):
+        os._exit(1)  # the parent is gone: nobody wants the answers
+    for _ in workers:
+        tasks.put(None)
+    for thread in workers:
+        thread.join()
+    outcomes.put(None)
+    writer.join()
+    fetchers.close()
+
+
+# ------------------------------------------------------------------------------------------- the crawler
+
+
+_DONE = object()
+
+
+class Crawler:
+    """Walks a static tree. `records()` yields the raw item records; `journal` receives each settled document's
+    line before any record read from it is yielded (write-ahead)."""
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        options: CrawlOptions,
+        http: HttpOptions,
+        previous: Previous,
+        journal: Callable[[list[dict[str, Any]]], None],
+        resume: Resume | None = None,
+    ) -> None:
+        self.root = root
+        self.options = options
+        self.http = http
+        self.previous = previous
+        self.journal = journal
+        self.resume = resume
+        self.stats = CrawlStats()
+        self._stop = threading.Event()  # the consumer went away: stop crawling
+        self.visited: set[int] = set()
+        self.parents: dict[int, int] = {}
+
+    # -- the consumer side ------------------------------------------------------------------------------
+    def records(self) -> Iterator[RawRecord]:
+        out: queue.Queue[Any] = queue.Queue(maxsize=64)  # lists of records: a bounded amount in memory
+        thread = threading.Thread(target=self._run, args=(out,), name="cscale-crawl", daemon=True)
+        thread.start()
+        try:
+            while True:
+                batch = out.get()
+                if batch is _DONE:
+                    return
+                if isinstance(batch, BaseException):
+                    raise batch
+                yield from batch
+        finally:
+            self._stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue
+                with contextlib.suppress(queue.Empty):
+                    out.get(timeout=0.05)
+            thread.join()
+
+    # -- the scheduler (one thread) ---------------------------------------------------------------------
+    def _run(self, out: queue.Queue[Any]) -> None:
+        try:
+            self._schedule(out)
+            self._put(out, _DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._put(out, exc)
+
+    def _put(self, out: queue.Queue[Any], value: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                out.put(value, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _schedule(self, out: queue.Queue[Any]) -> None:
+        items: deque[_Task] = deque()
+        containers: deque[_Task] = deque()
+        if self.resume is not None:
+            self.visited = set(self.resume.visited)
+            self.parents = dict(self.resume.parents)
+            for url, expect, parent in self.resume.frontier:
+                task = self._task(url, expect, parent, frozenset(self.resume.staged.get(url, ())))
+                (items if expect == "item" else containers).append(task)
+        else:
+            self.visited = {url_key(self.root)}
+            self.parents = {}
+            containers.append(self._task(self.root, "container", None, frozenset()))
+        results: Results[Any] = queue.SimpleQueue()
+        runner: _ThreadRunner | _ProcessRunner
+        if self.options.processes > 0:
+            runner = _ProcessRunner(self.options, self.http, results)
+        else:
+            runner = _ThreadRunner(self.options, self.http, results)
+        outstanding = 0
+        try:
+            while (items or containers or outstanding) and not self._stop.is_set():
+                # Items first (they drain), containers depth-first: the frontier stays small.
+                batch: list[_Task] = []
+                while outstanding + len(batch) < runner.capacity and (items or containers):
+                    batch.append(items.popleft() if items else containers.pop())
+                if batch:
+                    runner.submit(batch)
+                    outstanding += len(batch)
+                done = [results.get()]
+                while True:  # everything else already finished goes in the same journal write
+                    try:
+                        done.append(results.get_nowait())
+                    except queue.Empty:
+                        break
+                outstanding -= len(done)
+                lines: list[dict[str, Any]] = []
+                records: list[RawRecord] = []
+                for outcome in done:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                    self._settle(outcome, items, containers)
+                    lines.append(outcome.line)
+                    records.extend(outcome.records)
+                self.journal(lines)  # before the records go anywhere: write-ahead
+                if records:
+                    self.stats.records += len(records)
+                    self._put(out, records)
+        finally:
+            runner.close()
+
+    def _task(self, url: str, expect: str, parent: str | None, skip: frozenset[str]) -> _Task:
+        return _Task(url, expect, parent, self.previous.get(url), skip)
+
+    def _settle(self, outcome: _Outcome, items: deque[_Task], containers: deque[_Task]) -> None:
+        """Decide, for each link found, whether to visit it (allowed, not seen) and record why not otherwise."""
+        task, line = outcome.task, outcome.line
+        line["parent"] = task.parent
+        skipped: list[list[str]] = []
+        key = url_key(task.url)
+        for expect, targets in (("container", outcome.containers), ("item", outcome.items)):
+            for target in targets:
+                if not allowed(target, self.options.allow):
+                    skipped.append([target, "outside_root"])
+                    continue
+                target_key = url_key(target)
+                if target_key in self.visited:
+                    skipped.append([target, "loop" if self._is_ancestor(target_key, key) else "duplicate"])
+                    continue
+                self.visited.add(target_key)
+                if expect == "container":
+                    self.parents[target_key] = key
+                new = self._task(target, expect, task.url, frozenset())
+                (items if expect == "item" else containers).append(new)
+        if skipped:
+            line["skipped"] = skipped
+        stats = self.stats
+        stats.documents += 1
+        stats.skipped += len(skipped)
+        status = line["status"]
+        if status == "unchanged":
+            stats.unchanged += 1
+        elif status in FAILURES:
+            stats.failed += 1
+        elif line.get("size"):
+            stats.fetched += 1
+            stats.bytes += int(line["size"])
+
+    def _is_ancestor(self, candidate: int, key: int) -> bool:
+        current: int | None = key
+        for _ in range(10_000):  # parents form a tree (each container is entered once), so this ends
+            if current is None:
+                return False
+            if current == candidate:
+                return True
+            current = self.parents.get(current)
+        return False
+
+
+def describe(url: str) -> str:
+    """A URL for messages: file:// shown as a path, credentials never shown."""
+    return url[len("file://") :] if url.startswith("file://") else redact(url)
+
+
+if __name__ == "__main__":
+    # Run as the fetch process. Through the imported module, so that what is pickled back names
+    # harvester.sources_static's classes, not __main__'s.
+    from harvester import sources_static
+
+    sources_static._child_main()

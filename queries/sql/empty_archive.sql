@@ -1,0 +1,7 @@
+-- Stand-in for a version without any archive inventory (read_parquet needs one file at least).
+CREATE OR REPLACE VIEW archive_objects AS
+  SELECT NULL::VARCHAR AS site, NULL::VARCHAR AS bucket, NULL::VARCHAR AS key, NULL::BIGINT AS size,
+         NULL::VARCHAR AS etag, NULL::TIMESTAMPTZ AS last_modified, NULL::VARCHAR AS storage_class,
+         NULL::VARCHAR AS product, NULL::VARCHAR AS product_id, NULL::VARCHAR AS product_key,
+         NULL::VARCHAR AS reason
+  WHERE false;
