@@ -98,7 +98,7 @@ def _attempt(
         counts = _counts(con, stage)
         jobs = _jobs(con, base_parts)
     finally:
-        pass
+        con.close()
     new_parts: list[PartInfo] = []
     replaced: set[str] = set()
     collections = {**(base.collections if base else {}), **request.collections}
@@ -109,7 +109,6 @@ def _attempt(
             crash_point("during_parts")
             if progress:
                 progress(f"wrote {job.partition} ({job.entries_src.size} rows)")
-    con.close()
     quarantine = _write_quarantine(store, stage, base, fs, prefix)
     crash_point("after_parts")
     state = {**(base.state if base else {}), **request.state}
@@ -118,7 +117,7 @@ def _attempt(
     # archive's inventory parts) is data: it commits.
     files_changed = _state_files(state) != _state_files(base.state if base else {})
     changed = bool(new_parts or replaced or quarantine or files_changed) or (
-        base is None or collections != base.collections
+        collections != (base.collections if base else {})
     )
     counts["deleted"] = counts.pop("deleted_rows")
     if not changed:
