@@ -163,13 +163,18 @@ class S3Storage:
         self.url = f"s3://{bucket}/{prefix}".rstrip("/")
         self._client = client if client is not None else s3_client()
 
+    @property
+    def client(self) -> Any:
+        return self._client
+
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
-    def _error(self, exc: Exception, action: str) -> StoreError:
+    def error(self, exc: Exception, action: str) -> StoreError:
+        """One clear StoreError for a boto error (missing bucket, access denied, anything else with its code)."""
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
         if code == "NoSuchBucket":
             return StoreError(f"S3 bucket {self.bucket!r} does not exist")
@@ -186,7 +191,7 @@ class S3Storage:
             code = getattr(exc, "response", {}).get("Error", {}).get("Code")
             if code in ("404", "NoSuchBucket"):
                 raise StoreError(f"S3 bucket {self.bucket!r} does not exist") from None
-            raise self._error(exc, "check the bucket") from None
+            raise self.error(exc, "check the bucket") from None
 
     def read_tagged(self, key: str) -> tuple[bytes, str] | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -197,9 +202,9 @@ class S3Storage:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
-            raise self._error(exc, f"read {key}") from None
+            raise self.error(exc, f"read {key}") from None
         except BotoCoreError as exc:
-            raise self._error(exc, f"read {key}") from None
+            raise self.error(exc, f"read {key}") from None
 
     def read(self, key: str) -> bytes | None:
         tagged = self.read_tagged(key)
@@ -218,9 +223,9 @@ class S3Storage:
             code = exc.response.get("Error", {}).get("Code")
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
                 return False
-            raise self._error(exc, f"write {key}") from None
+            raise self.error(exc, f"write {key}") from None
         except BotoCoreError as exc:
-            raise self._error(exc, f"write {key}") from None
+            raise self.error(exc, f"write {key}") from None
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         return self._put(key, data, {"IfNoneMatch": "*"})
@@ -235,7 +240,7 @@ class S3Storage:
         try:
             self._client.upload_file(str(local_path), self.bucket, self._key(key))
         except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, f"upload {key}") from None
+            raise self.error(exc, f"upload {key}") from None
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -246,7 +251,7 @@ class S3Storage:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise self._error(exc, f"look up {key}") from None
+            raise self.error(exc, f"look up {key}") from None
 
     def listing(self, prefix: str) -> Iterator[ObjectInfo]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -258,7 +263,7 @@ class S3Storage:
                 for obj in page.get("Contents", []):
                     yield ObjectInfo(obj["Key"][strip:], int(obj["Size"]), obj["LastModified"].timestamp())
         except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, f"list {prefix}") from None
+            raise self.error(exc, f"list {prefix}") from None
 
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):

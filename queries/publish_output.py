@@ -163,32 +163,25 @@ class LocalOutput:
 
 
 class S3Output:
-    def __init__(self, bucket: str, prefix: str, *, client: Any = None) -> None:
-        from harvester.storage import s3_client
+    """Published files in a bucket. Bucket checks, reads and error mapping are the store's own (S3Storage);
+    writes here add the Content-Type a static catalog needs."""
 
+    def __init__(self, bucket: str, prefix: str, *, client: Any = None) -> None:
+        self.storage = S3Storage(bucket, prefix, client=client)
         self.bucket = bucket
         self.prefix = prefix
-        self.url = f"s3://{bucket}/{prefix}".rstrip("/")
-        self.client = client if client is not None else s3_client()
+        self.url = self.storage.url
+        self.client = self.storage.client
 
     def key(self, rel: str) -> str:
         rel = check_relative(rel)
         return f"{self.prefix}/{rel}" if self.prefix else rel
 
     def _error(self, exc: Exception, action: str) -> StoreError:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-        return StoreError(f"S3 error while trying to {action} in {self.url}: {code}")
+        return self.storage.error(exc, action)
 
     def check_writable(self) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except (ClientError, BotoCoreError) as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            if code in ("404", "NoSuchBucket"):
-                raise StoreError(f"S3 bucket {self.bucket!r} does not exist") from None
-            raise self._error(exc, "check the bucket") from None
+        self.storage.check_writable()
 
     def write(self, rel: str, data: bytes, content_type: str = "application/json", *, fresh: bool = False) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -199,16 +192,7 @@ class S3Output:
             raise self._error(exc, f"write {rel}") from None
 
     def read(self, rel: str) -> bytes | None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return bytes(self.client.get_object(Bucket=self.bucket, Key=self.key(rel))["Body"].read())
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise self._error(exc, f"read {rel}") from None
-        except BotoCoreError as exc:
-            raise self._error(exc, f"read {rel}") from None
+        return self.storage.read(check_relative(rel))
 
     def download(self, rel: str, local: Path) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
