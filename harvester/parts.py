@@ -51,6 +51,7 @@ def write_part(
         compression=COMPRESSION,
         compression_level=COMPRESSION_LEVEL,
         write_statistics=True,
+        **encodings(schema),
     ) as writer:
         for batch in batches:
             pending.append(conform(batch, schema))
@@ -63,6 +64,23 @@ def write_part(
             writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=row_group_rows)
             rows += pending_rows
     return rows
+
+
+def encodings(schema: pa.Schema) -> dict[str, Any]:
+    """Parquet encodings that make parts smaller (measured on 20k heavy S2 items: 7.27 % of the NDJSON with
+    pyarrow's defaults, 6.53 % with these) and cheaper to write:
+
+    - no dictionary encoding: item columns are mostly unique strings (hrefs, checksums, ids); dictionaries fill
+      up, fall back to plain pages and add their own pages, while zstd already shrinks repeated values;
+    - BYTE_STREAM_SPLIT for top-level float columns (cloud cover, sun angles, percentages): the sign and
+      exponent bytes of neighbouring values then sit together and compress, the random mantissas do not
+      dilute them. Nested floats (proj:transform, bbox) compress better as they are (measured).
+    Every reader of the stack (DuckDB, pyarrow, arrow-rs in rustac) reads both; statistics are unaffected."""
+    floats = [f.name for f in schema if pa.types.is_float32(f.type) or pa.types.is_float64(f.type)]
+    options: dict[str, Any] = {"use_dictionary": False}
+    if floats:
+        options["column_encoding"] = dict.fromkeys(floats, "BYTE_STREAM_SPLIT")
+    return options
 
 
 def verify_part(path: Path, expected_rows: int) -> None:

@@ -17,6 +17,8 @@ _DATETIME = re.compile(
     re.VERBOSE,
 )
 
+_CANONICAL = re.compile(r"\d{4}-[01]\d-[0-3]\dT[0-2]\d:[0-5]\d:[0-5]\d(?:\.\d{6})?Z\Z")
+
 
 class DatetimeError(ValueError):
     """The value is not a datetime any known provider writes."""
@@ -26,6 +28,11 @@ def parse_datetime(value: object) -> datetime:
     """Parse one STAC datetime value to an aware UTC datetime, or raise DatetimeError."""
     if not isinstance(value, str):
         raise DatetimeError(f"expected a datetime string, got {type(value).__name__}")
+    if _CANONICAL.match(value):  # the form cscale writes (most providers' too): the C parser, 20x faster
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError as exc:  # day 31 of February, hour 25, ...
+            raise DatetimeError(f"not a valid datetime: {value[:60]!r} ({exc})") from None
     match = _DATETIME.match(value)
     if match is None:
         raise DatetimeError(f"not a datetime: {value[:60]!r}")
@@ -56,6 +63,11 @@ def _tz(text: str | None) -> timezone:
     if hours > 23 or minutes > 59:
         raise ValueError(f"bad UTC offset {text}")
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+def is_canonical(value: str) -> bool:
+    """Whether `value` is already what `format_datetime` writes for it."""
+    return _CANONICAL.match(value) is not None and not value.endswith(".000000Z")
 
 
 def format_datetime(value: datetime) -> str:

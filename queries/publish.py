@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 STATE = ".cscale-publish.parquet"
 PENDING = ".cscale-publish-pending.parquet"
 STATE_KEY = b"cscale_publish"
+MIN_TASK_ROWS = 4000  # a row group is split into worker tasks of at least this many rows
 INLINE_BELOW = 3000  # items to write under which the default (--workers 0) writes them in this process
 CRASH_ENV = "CSCALE_PUBLISH_CRASH_AT"  # test hook: kill -9 at a named step, like harvester.store's
 _KEY_COLUMNS = ("id", "content_hash", "datetime", "start_datetime", "end_datetime", "bbox")
@@ -529,9 +530,20 @@ class Publisher:
 
     # -- items -----------------------------------------------------------------------------------------------
     def _tasks(
-        self, con: duckdb.DuckDBPyConnection, parts: list[PartInfo], groups: dict[str, Group]
+        self, con: duckdb.DuckDBPyConnection, parts: list[PartInfo], groups: dict[str, Group], chunk: int
     ) -> Iterator[WriteTask]:
+        """One task per row group to write, split into tasks of at most `chunk` rows."""
         is_collection = {g.gdir: g.collection is not None for g in groups.values()}
+
+        def split(
+            part: int, rg: int, rows: list[int], paths: list[str], colls: list[str | None], fresh: list[bool]
+        ) -> Iterator[WriteTask]:
+            pieces = -(-len(rows) // chunk)
+            size = -(-len(rows) // pieces)  # equal pieces
+            for lo in range(0, len(rows), size):
+                hi = lo + size
+                yield WriteTask(parts[part].path, rg, rows[lo:hi], paths[lo:hi], colls[lo:hi], fresh[lo:hi])
+
         query = "SELECT part, rg, rn, path, gdir, fresh FROM todo ORDER BY part, rg, rn"
         reader = con.cursor().execute(query).to_arrow_reader(50_000)
         current: tuple[int, int] | None = None
@@ -546,14 +558,14 @@ class Publisher:
             ):
                 if (part, rg) != current:
                     if current is not None:
-                        yield WriteTask(parts[current[0]].path, current[1], rows, paths, colls, fresh)
+                        yield from split(*current, rows, paths, colls, fresh)
                     current, rows, paths, colls, fresh = (part, rg), [], [], [], []
                 rows.append(rn)
                 paths.append(path)
                 colls.append(f"{gdir}/collection.json" if is_collection[gdir] else None)
                 fresh.append(bool(new))
         if current is not None:
-            yield WriteTask(parts[current[0]].path, current[1], rows, paths, colls, fresh)
+            yield from split(*current, rows, paths, colls, fresh)
 
     def _write_items(
         self, con: duckdb.DuckDBPyConnection, parts: list[PartInfo], groups: dict[str, Group], todo: int
@@ -574,7 +586,11 @@ class Publisher:
             if self.progress:
                 self.progress(totals[0])
 
-        tasks = self._tasks(con, parts, groups)
+        # Tasks are row groups (up to 20k rows), split when there are few: 7 row groups on 2 workers would leave
+        # one worker idle for a whole row group at the end. A piece after the first decodes the rows before it
+        # again (pyarrow cannot seek inside a row group), so pieces stay large.
+        chunk = max(MIN_TASK_ROWS, -(-todo // (workers * 4)))
+        tasks = self._tasks(con, parts, groups, chunk)
         if workers == 1:
             writer = Writer(config)
             for task in tasks:

@@ -256,7 +256,10 @@ class Writer:
         batches = parquet.iter_batches(
             batch_size=BATCH_ROWS, row_groups=[task.row_group], columns=columns, use_threads=False
         )
+        last = task.rows[-1] if task.rows else -1
         for batch in batches:
+            if start > last:
+                break  # the rest of the row group belongs to other tasks
             end = start + batch.num_rows
             lo, hi = bisect.bisect_left(task.rows, start), bisect.bisect_left(task.rows, end)
             if lo < hi:
