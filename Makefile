@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SRC := harvester archive queries scripts tests
 PYTEST_ARGS ?= -n 2
+# `make bench`: every benchmark of scripts/bench/, one after the other, with BENCH_ARGS passed to each
+# (e.g. BENCH_ARGS="--count 2000"; an option every one takes); BENCHES picks a subset (e.g. BENCHES="ingest search").
+BENCHES ?= ingest static api archive search publish
+BENCH_ARGS ?=
 
 .PHONY: install demo test lint typecheck unit bench clean
 
@@ -31,8 +35,14 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# Goes on past a failing benchmark (bench_static needs nginx, bench_api PostgreSQL + PostGIS) and fails at the end.
 bench: $(STAMP)
-	$(PY) scripts/bench/bench_ingest.py
+	@failed=""; \
+	for name in $(BENCHES); do \
+		echo "== make bench: bench_$$name.py $(BENCH_ARGS)"; \
+		$(PY) scripts/bench/bench_$$name.py $(BENCH_ARGS) || failed="$$failed bench_$$name"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make bench: failed:$$failed" >&2; exit 1; fi
 
 clean:
 	rm -rf $(VENV) demo-out .bench .pytest_cache .mypy_cache .ruff_cache

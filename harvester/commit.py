@@ -407,8 +407,8 @@ def _batches(
     bounds: _Bounds,
     release: Callable[[], None],
 ) -> Iterator[pa.RecordBatch]:
-    # Gathered in slices smaller than a row group: the gather's intermediate copies scale with the slice,
-    # while write_part still assembles ROW_GROUP_ROWS rows per row group.
+    # Gathered in slices: the gather's intermediate copies scale with the slice, while write_part assembles
+    # its row groups (sized by bytes) from them.
     for lo in range(0, src.size, GATHER_ROWS):
         batch = _gather(src[lo : lo + GATHER_ROWS], idx[lo : lo + GATHER_ROWS], source, schema)
         release()  # unmap the runs: their touched pages would otherwise count against this process

@@ -16,6 +16,7 @@ from harvester.storage import HttpStorage, LocalStorage, S3Storage
 from harvester.store import Store
 
 SQL_DIR = Path(__file__).with_name("sql")
+EMPTY_STAND_INS = ("empty_views.sql", "empty_quarantine.sql", "empty_archive.sql")
 
 
 def extension_path(name: str) -> str:
@@ -98,19 +99,15 @@ def connect(root: str, version: int | None = None, *, threads: int | None = None
         for f in v.get("files") or ()
     ]
     con.execute("SET VARIABLE cscale_archive = ?::VARCHAR[]", [archive])
+    # The typed empty stand-ins that views.sql falls back to when a version has no parts, no quarantined records
+    # or no archive inventory (read_parquet needs one file at least); open_store.sql runs the same files.
+    for name in EMPTY_STAND_INS:
+        for statement in sql_statements(name):
+            con.execute(statement)
     skip = set()
-    if not manifest.parts:  # read_parquet needs one file at least: use typed empty stand-ins
-        skip.add("VIEW items ")
-        con.execute((SQL_DIR / "empty_views.sql").read_text())
-    if not manifest.quarantine:
-        skip.add("VIEW quarantine ")
-        con.execute((SQL_DIR / "empty_quarantine.sql").read_text())
     if isinstance(storage, HttpStorage):
         skip.add("VIEW runs ")
         _http_runs(con, storage, manifest.version)
-    if not archive:
-        skip.add("VIEW archive_objects ")
-        con.execute((SQL_DIR / "empty_archive.sql").read_text())
     for statement in sql_statements("views.sql"):
         if not any(marker in statement for marker in skip):
             con.execute(statement)

@@ -1,8 +1,9 @@
 -- cscale macros over the views of views.sql: STAC search semantics in plain SQL.
 -- queries.connect loads them; in the duckdb CLI, open_store.sql reads this file after views.sql.
 -- Spatial ones need the spatial extension (LOAD it from the duckdb-extension-spatial wheel, see README).
--- DuckDB binds a table macro when it is created: one over columns a version lacks (a store without any
--- start_datetime has no search_datetime) is left out by queries.connect and reported by the CLI.
+-- DuckDB binds a table macro when it is created: one over columns a version lacks is left out by
+-- queries.connect, and stops the duckdb CLI (it exits at the first error), so search_datetime adds the optional
+-- start_datetime/end_datetime columns (all NULL) to a version that has none.
 
 -- Whether an item's bbox covering (the `bbox` struct) can meet the box xmin, ymin, xmax, ymax.
 -- xmin > xmax is a box crossing the antimeridian; an item bbox with xmin > xmax crosses it too. Only the
@@ -33,7 +34,7 @@ CREATE OR REPLACE MACRO cscale_in_interval(dt, sdt, edt, lo, hi) AS
 
 -- The href of an item's `self` link (NULL without one).
 CREATE OR REPLACE MACRO cscale_self_href(links) AS
-  list_filter(links, l -> l.rel = 'self')[1].href;
+  list_filter(links, lambda l: l.rel = 'self')[1].href;
 
 -- Items whose geometry intersects a box (STAC `bbox`, antimeridian-aware).
 --   SELECT id, datetime FROM search_bbox(5, 45, 16, 48);   SELECT count(*) FROM search_bbox(170, -20, -170, -10);
@@ -45,7 +46,11 @@ CREATE OR REPLACE MACRO search_bbox(xmin, ymin, xmax, ymax) AS TABLE
 -- Items in a datetime interval (STAC `datetime`); NULL for an open end.
 --   SELECT id FROM search_datetime('2021-06-01', '2021-07-01');   SELECT id FROM search_datetime(NULL, '2019-01-01');
 CREATE OR REPLACE MACRO search_datetime(lo, hi) AS TABLE
-  SELECT * FROM items WHERE cscale_in_interval(datetime, start_datetime, end_datetime, lo, hi);
+  SELECT * FROM (
+    FROM items
+    UNION ALL BY NAME
+    SELECT NULL::TIMESTAMPTZ AS start_datetime, NULL::TIMESTAMPTZ AS end_datetime WHERE false)
+  WHERE cscale_in_interval(datetime, start_datetime, end_datetime, lo, hi);
 
 -- Every replica of the products some items belong to, with the provider and href of each.
 --   SELECT * FROM replicas(['S2B_MSIL2A_20210101T153007_N0214_R068_T19SBR_20210101T203221']);

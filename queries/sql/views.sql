@@ -6,6 +6,19 @@
 --   cscale_quarantine  the list of quarantine file URLs of that version
 --   cscale_manifest    the URL of that version's manifest
 --   cscale_archive     the list of archive inventory part URLs of that version (`cscale archive index`)
+-- and the stand-ins of empty_views.sql, empty_quarantine.sql and empty_archive.sql (run them first).
+--
+-- read_parquet fails on an empty (or NULL) list, and a version may have no parts, no quarantined records or no
+-- archive inventory: the file-backed views pick, through query(), read_parquet or the typed empty stand-in, so the
+-- same statements work in queries.connect and in the plain duckdb CLI (which cannot branch). Filters and
+-- projections are still pushed into the Parquet scan.
+-- hive_partitioning = false: the part paths (items/provider=/collection=/year=/, quarantine/provider=/,
+-- archive/site=/bucket=/) are storage layout, not data. DuckDB would otherwise add `year` to `items`, let the path
+-- values shadow the files' own provider/collection/site/bucket columns (and a STAC property named `year`), and
+-- guess their types from the path (provider `123` would become a BIGINT). A filter on provider or collection still
+-- reaches the Parquet scan, whose statistics skip every row group of another partition (union_by_name reads each
+-- part's footer at bind anyway); search prunes parts by the manifest's per-part stats (queries.search), not by
+-- paths; the `parts` view has the partition columns, `year` included.
 
 CREATE OR REPLACE TEMP TABLE cscale_manifest AS
   SELECT * FROM read_json(getvariable('cscale_manifest'),
@@ -19,7 +32,9 @@ CREATE OR REPLACE TEMP TABLE cscale_manifest AS
 -- 'PROVIDER|collection' as EO-MQS names it.
 CREATE OR REPLACE VIEW items AS
   SELECT *, provider || '|' || coalesce(collection, '') AS federated_collection
-  FROM read_parquet(getvariable('cscale_parts'), union_by_name = true);
+  FROM query(CASE WHEN len(coalesce(getvariable('cscale_parts'), [])) > 0
+    THEN 'SELECT * FROM read_parquet(getvariable(''cscale_parts''), union_by_name = true, hive_partitioning = false)'
+    ELSE 'SELECT * FROM cscale_empty_items()' END);
 
 CREATE OR REPLACE VIEW parts AS
   SELECT p.* FROM (SELECT unnest(parts) AS p FROM cscale_manifest);
@@ -44,7 +59,9 @@ CREATE OR REPLACE VIEW providers AS
   FROM parts GROUP BY provider;
 
 CREATE OR REPLACE VIEW quarantine AS
-  SELECT * FROM read_parquet(getvariable('cscale_quarantine'), union_by_name = true);
+  SELECT * FROM query(CASE WHEN len(coalesce(getvariable('cscale_quarantine'), [])) > 0
+    THEN 'SELECT * FROM read_parquet(getvariable(''cscale_quarantine''), union_by_name = true, hive_partitioning = false)'
+    ELSE 'SELECT * FROM cscale_empty_quarantine()' END);
 
 -- The run report of every version up to this one (versions removed by gc are gone from here too).
 CREATE OR REPLACE VIEW runs AS
@@ -70,4 +87,6 @@ CREATE OR REPLACE VIEW products AS
 -- last_modified, storage_class, its product's root (`product`), item id (`product_id`) and `product_key`
 -- (null, with a `reason`, when the object is not part of a recognised product).
 CREATE OR REPLACE VIEW archive_objects AS
-  SELECT * FROM read_parquet(getvariable('cscale_archive'), union_by_name = true);
+  SELECT * FROM query(CASE WHEN len(coalesce(getvariable('cscale_archive'), [])) > 0
+    THEN 'SELECT * FROM read_parquet(getvariable(''cscale_archive''), union_by_name = true, hive_partitioning = false)'
+    ELSE 'SELECT * FROM cscale_empty_archive()' END);
