@@ -765,6 +765,7 @@ def _child_main() -> None:
 
 
 _DONE = object()
+RECORDS_BUFFERED = 4_000  # records between the crawl and its consumer (~60 MB of 15 KB items)
 
 
 class Crawler:
@@ -789,12 +790,14 @@ class Crawler:
         self.resume = resume
         self.stats = CrawlStats()
         self._stop = threading.Event()  # the consumer went away: stop crawling
+        self._room = threading.Condition()
+        self._buffered = 0  # records handed to the consumer's queue and not taken yet
         self.visited: set[int] = set()
         self.parents: dict[int, int] = {}
 
     # -- the consumer side ------------------------------------------------------------------------------
     def records(self) -> Iterator[RawRecord]:
-        out: queue.Queue[Any] = queue.Queue(maxsize=64)  # lists of records: a bounded amount in memory
+        out: queue.Queue[Any] = queue.Queue()  # lists of records, bounded by RECORDS_BUFFERED (see _put)
         thread = threading.Thread(target=self._run, args=(out,), name="cscale-crawl", daemon=True)
         thread.start()
         try:
@@ -804,12 +807,14 @@ class Crawler:
                     return
                 if isinstance(batch, BaseException):
                     raise batch
+                with self._room:
+                    self._buffered -= len(batch)
+                    self._room.notify()
                 yield from batch
         finally:
             self._stop.set()
-            while thread.is_alive():  # unblock a producer waiting on a full queue
-                with contextlib.suppress(queue.Empty):
-                    out.get(timeout=0.05)
+            with self._room:
+                self._room.notify_all()  # unblock a producer waiting for room
             thread.join()
 
     # -- the scheduler (one thread) ---------------------------------------------------------------------
@@ -821,12 +826,19 @@ class Crawler:
             self._put(out, exc)
 
     def _put(self, out: queue.Queue[Any], value: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                out.put(value, timeout=0.1)
+        """Hand a list of records (or the end) to the consumer, waiting while RECORDS_BUFFERED are waiting.
+
+        The bound counts records, not lists: the consumer takes them in chunks of ~1,000 and then waits for a
+        normalising worker; room for a few chunks keeps the fetches going meanwhile. A bound of 64 small lists
+        (~100 records) stalled the crawl each time: 20k heavy items took 24 s instead of 19 s (measured A/B)."""
+        size = len(value) if isinstance(value, list) else 0
+        with self._room:
+            while self._buffered and self._buffered + size > RECORDS_BUFFERED and not self._stop.is_set():
+                self._room.wait(0.1)
+            if self._stop.is_set():
                 return
-            except queue.Full:
-                continue
+            self._buffered += size
+        out.put(value)
 
     def _schedule(self, out: queue.Queue[Any]) -> None:
         items: deque[_Task] = deque()
