@@ -383,6 +383,7 @@ def harvest() -> None:
 EXTENSION_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("harvest", "harvester.harvest_static", "static"),
     ("harvest", "harvester.harvest_api", "api"),
+    ("harvest", "harvester.federation", "run"),
     ("", "queries.publish_cli", "publish"),
     ("", "queries.search_cli", "search"),
     ("", "archive.cli", "archive"),
