@@ -131,6 +131,22 @@ class _BudgetedRetry(Retry):
         return made
 
 
+class _Session(requests.Session):
+    """requests follows redirects itself (the direct path leaves them to urllib3's Retry) and strips only
+    Authorization when the origin changes; this strips the client's other credential headers too."""
+
+    def __init__(self, credential_headers: frozenset[str]) -> None:
+        super().__init__()
+        self.credential_headers = credential_headers
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
+        strip = self.should_strip_auth(response.request.url, prepared_request.url)  # type: ignore[no-untyped-call]
+        if self.credential_headers and strip:
+            for name in self.credential_headers:
+                prepared_request.headers.pop(name, None)
+
+
 @dataclass(frozen=True, slots=True)
 class HttpOptions:
     connect_timeout: float = 10.0
@@ -191,7 +207,10 @@ class HttpClient:
         session: requests.Session | None = None,
     ) -> None:
         self.options = options or HttpOptions()
-        self.session = session or requests.Session()
+        # The caller's headers carry credentials (API keys, tokens): on a redirect to another origin they are
+        # dropped, as urllib3 and requests already do for Authorization and cookies only.
+        self.credential_headers = frozenset(h.lower() for h in headers or ())
+        self.session = session or _Session(self.credential_headers)
         self.session.trust_env = self.options.trust_env
         self.session.headers["User-Agent"] = _user_agent()
         self.session.headers["Accept-Encoding"] = "gzip, deflate"
@@ -213,6 +232,7 @@ class HttpClient:
             retry_after_max=int(self.options.retry_after_max),
             respect_retry_after_header=True,
             raise_on_status=False,  # the last 429/5xx comes back and becomes an HttpTransientError
+            remove_headers_on_redirect=Retry.DEFAULT_REMOVE_HEADERS_ON_REDIRECT | self.credential_headers,
         )
         retry.budget = self.options.retry_budget
         size = self.options.max_connections

@@ -47,6 +47,7 @@ class _State:
         self.faults: dict[str, dict[str, Any]] = {}
         self.hits: dict[str, int] = {}
         self.log: list[list[Any]] = []  # [path, status]
+        self.headers: dict[str, list[str]] = {}  # path → the header names of its last request
         self.active = 0
         self.max_active = 0
         self.lock = threading.Lock()
@@ -73,6 +74,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self.state.hits = {}
                 if control.get("reset"):
                     self.state.log = []
+                    self.state.headers = {}
                     self.state.max_active = 0
             self._send(200, b"{}")
         elif path == "/_echo":
@@ -84,12 +86,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = unquote(urlsplit(self.path).path)
         if path == "/_stats":
             with self.state.lock:
-                payload = {"log": self.state.log, "max_active": self.state.max_active}
+                payload = {"log": self.state.log, "max_active": self.state.max_active, "headers": self.state.headers}
             self._send(200, orjson.dumps(payload), record=False)
             return
         with self.state.lock:
             rule = self.state.faults.get(path) or self.state.faults.get("*")
             hit = self.state.hits[path] = self.state.hits.get(path, 0) + 1
+            self.state.headers[path] = sorted(k.lower() for k in self.headers)
         self._get(path, rule, hit)
 
     def _delay(self, seconds: float) -> None:
@@ -112,6 +115,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._record(path, "reset")
                 self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
+                return
+            if "redirect" in rule:
+                self._send(302, b"", {"Location": rule["redirect"]}, path=path)
                 return
             if "status" in rule:
                 headers = {"Retry-After": str(rule["retry_after"])} if "retry_after" in rule else {}
@@ -387,6 +393,31 @@ def test_credentials_never_reach_the_logs(server: FaultServer, caplog: pytest.Lo
     text = caplog.text + str(failed.value)
     assert "hunter2" not in text and "TOKEN-xyz" not in text and "alice" not in text
     assert "doc.json" in str(failed.value)
+
+
+@pytest.mark.parametrize("path", ["direct", "requests"])
+def test_credential_headers_do_not_follow_a_redirect_to_another_origin(
+    server: FaultServer, tmp_path: Path, path: str
+) -> None:
+    (tmp_path / "doc.json").write_bytes(b'{"elsewhere": true}')
+    other = FaultServer(tmp_path)  # another port: another origin
+    try:
+        other.configure()
+        server.configure(
+            faults={"/away.json": {"redirect": other.url("doc.json")}, "/near.json": {"redirect": "/doc.json"}}
+        )
+        secrets = {"X-Api-Key": "key-123", "Authorization": "Bearer TOKEN-xyz"}
+        with HttpClient(HttpOptions(retries=1), headers=secrets) as authed:
+            if path == "requests":
+                authed.session.cookies.set("session", "c00kie")  # cookies take the requests path
+            assert authed.get(server.url("away.json")).json() == {"elsewhere": True}
+            assert authed.get(server.url("near.json")).json()["hello"] == "world"
+        seen_there = other.stats()["headers"]["/doc.json"]
+        assert "x-api-key" not in seen_there and "authorization" not in seen_there
+        seen_here = server.stats()["headers"]["/doc.json"]
+        assert "x-api-key" in seen_here and "authorization" in seen_here  # same origin: kept
+    finally:
+        other.close()
 
 
 def test_unreachable_host_is_transient_and_bad_url_is_input_error() -> None:
