@@ -25,6 +25,7 @@ import click
 import pyarrow as pa
 
 from harvester.errors import CscaleError, InputError
+from harvester.exit_codes import EXIT_CODES
 from harvester.http import redact
 from harvester.output import FORMATS, default_format, emit_table
 from harvester.sources_api import parse_duration
@@ -464,17 +465,7 @@ def summary_row(source: Source, outcome: Outcome) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ command
 
 
-class _Command(click.Command):
-    """Takes the CLI's exit-code epilog at help time (harvester.cli imports this module to register it)."""
-
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from harvester.cli import EXIT_CODES
-
-        self.epilog = EXIT_CODES
-        super().format_epilog(ctx, formatter)
-
-
-@click.command("run", cls=_Command)
+@click.command("run", epilog=EXIT_CODES)
 @click.option(
     "--config",
     "config_path",

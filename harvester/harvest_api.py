@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 
 from harvester.commit import CommitRequest, CommitResult, commit_stage
 from harvester.errors import InputError
+from harvester.exit_codes import EXIT_CODES
 from harvester.http import (
     HttpClient,
     HttpOptions,
@@ -800,16 +801,6 @@ def harvest_api(store: Store, options: ApiOptions, *, progress: Callable[[int], 
 # ----------------------------------------------------------------------------------------------- command
 
 
-class _Command(click.Command):
-    """Takes the CLI's exit-code epilog at help time (importing harvester.cli at import time is circular)."""
-
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from harvester.cli import EXIT_CODES
-
-        self.epilog = EXIT_CODES
-        super().format_epilog(ctx, formatter)
-
-
 def _when(value: str) -> datetime:
     try:
         return parse_datetime(value)
@@ -817,7 +808,7 @@ def _when(value: str) -> datetime:
         raise click.BadParameter(str(exc)) from None
 
 
-@click.command("api", cls=_Command)
+@click.command("api", epilog=EXIT_CODES)
 @click.argument("url")
 @click.option("--provider", required=True, help="Provider name, e.g. EODC (a column of every row).")
 @click.option(

@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 
 from harvester.commit import CommitRequest, CommitResult, commit_stage
 from harvester.errors import InputError
+from harvester.exit_codes import EXIT_CODES
 from harvester.http import HttpOptions
 from harvester.ingest import IngestOptions, stage_records
 from harvester.manifest import Manifest
@@ -703,18 +704,7 @@ def _state_row(line: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- command
 
 
-class _Command(click.Command):
-    """Takes the CLI's exit-code epilog at help time (importing harvester.cli here at import time would be
-    circular: the CLI imports this module to register the command)."""
-
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from harvester.cli import EXIT_CODES
-
-        self.epilog = EXIT_CODES
-        super().format_epilog(ctx, formatter)
-
-
-@click.command("static", cls=_Command)
+@click.command("static", epilog=EXIT_CODES)
 @click.argument("url")
 @click.option("--provider", required=True, help="Provider name, e.g. CESNET (a column of every row).")
 @click.option(

@@ -9,18 +9,8 @@ import click
 import orjson
 import pyarrow as pa
 
+from harvester.exit_codes import EXIT_CODES
 from harvester.output import FORMATS, default_format, emit_table, text_table
-
-
-class _Command(click.Command):
-    """Takes the CLI's exit-code epilog at help time: harvester.cli imports this module to register the command,
-    so importing harvester.cli here at import time would be circular."""
-
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from harvester.cli import EXIT_CODES
-
-        self.epilog = EXIT_CODES
-        super().format_epilog(ctx, formatter)
 
 
 def _names(values: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -28,7 +18,7 @@ def _names(values: tuple[str, ...]) -> tuple[str, ...] | None:
     return names or None
 
 
-@click.command("publish", cls=_Command)
+@click.command("publish", epilog=EXIT_CODES)
 @click.option(
     "--store", "store_root", envvar="CSCALE_STORE", required=True, help="Snapshot store (default: $CSCALE_STORE)."
 )

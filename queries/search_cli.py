@@ -13,23 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harvester.errors import InputError
+from harvester.exit_codes import EXIT_CODES
 from harvester.output import emit_table
 
 FORMATS = ("itemcollection", "ndjson", "geoparquet", "csv", "table")
 
 
-class _Command(click.Command):
-    """Takes the CLI's exit-code epilog at help time: harvester.cli imports this module to register the command,
-    so importing harvester.cli here at import time would be circular."""
-
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from harvester.cli import EXIT_CODES
-
-        self.epilog = EXIT_CODES
-        super().format_epilog(ctx, formatter)
-
-
-@click.command("search", cls=_Command)
+@click.command("search", epilog=EXIT_CODES)
 @click.option(
     "--store",
     "store_root",
