@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 PART_MAX_ROWS = 1_000_000
 GATHER_ROWS = 5_000
 PART_WRITERS = 2  # partitions written at once (threads)
+PARALLEL_RUNS_MAX = 200  # staged runs (of ~1,000 records) up to which they are
 MERGE_LIMIT_ROWS = 500_000  # a touched partition up to this size is rewritten whole (one sorted part)
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
@@ -109,9 +110,12 @@ def _attempt(
         replaced.update(base_parts[i].path for i in job.replaces)
     # Partitions are written by a few threads at once: gathering (take/concat) and Parquet encoding and zstd run
     # in Arrow's C++ without the GIL, so a second partition fills the core the first leaves idle (commit time
-    # 2.2 s -> ~1.3 s for 20k heavy items on 2 cores); memory grows by one row group per extra thread.
+    # 2.2 s -> ~1.3 s for 20k heavy items on 2 cores). A gather touches pages of every staged run (rows of one
+    # partition are spread over all of them), so each thread's memory grows with the runs: past
+    # PARALLEL_RUNS_MAX runs one thread writes (measured at 300k heavy items: 1.0 GiB with two, 0.7 with one).
     writing = [job for job in jobs if job.entries_src.size]
-    with ThreadPoolExecutor(max(1, min(PART_WRITERS, os.cpu_count() or 1, len(writing)))) as pool:
+    threads = PART_WRITERS if len(stage.runs) <= PARALLEL_RUNS_MAX else 1
+    with ThreadPoolExecutor(max(1, min(threads, os.cpu_count() or 1, len(writing)))) as pool:
         futures = [
             pool.submit(lambda j: list(_write_job(store, stage, j, base_parts, fs, prefix, collections)), job)
             for job in writing
