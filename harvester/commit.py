@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 PART_MAX_ROWS = 1_000_000
 GATHER_ROWS = 5_000
 PART_WRITERS = 2  # partitions written at once (threads)
-PARALLEL_RUNS_MAX = 200  # staged runs (of ~1,000 records) up to which they are
+PARALLEL_RUNS_MAX = 200  # staged runs (of ~1,000 records) up to which partitions are written by PART_WRITERS
 MERGE_LIMIT_ROWS = 500_000  # a touched partition up to this size is rewritten whole (one sorted part)
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
@@ -112,7 +112,8 @@ def _attempt(
     # in Arrow's C++ without the GIL, so a second partition fills the core the first leaves idle (commit time
     # 2.2 s -> ~1.3 s for 20k heavy items on 2 cores). A gather touches pages of every staged run (rows of one
     # partition are spread over all of them), so each thread's memory grows with the runs: past
-    # PARALLEL_RUNS_MAX runs one thread writes (measured at 300k heavy items: 1.0 GiB with two, 0.7 with one).
+    # PARALLEL_RUNS_MAX runs one thread writes (measured on heavy items: 300k, 1.0 GiB with two threads and 0.7 with
+    # one; 1M, 1.44 and 1.0 GiB).
     writing = [job for job in jobs if job.entries_src.size]
     threads = PART_WRITERS if len(stage.runs) <= PARALLEL_RUNS_MAX else 1
     with ThreadPoolExecutor(max(1, min(threads, os.cpu_count() or 1, len(writing)))) as pool:

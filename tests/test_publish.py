@@ -17,6 +17,7 @@ import pystac
 import pytest
 from click.testing import CliRunner
 
+import queries.publish
 from harvester.cli import cli
 from harvester.ingest import IngestOptions, ingest
 from harvester.parts import batch_to_items
@@ -456,6 +457,20 @@ def test_worker_processes_write_the_same_tree(fed: Store, tmp_path: Path) -> Non
     assert files == {k for k in mtimes(two) if k != STATE}
     for rel in files:
         assert (one / rel).read_bytes() == (two / rel).read_bytes()
+
+
+def test_row_groups_split_into_tasks_write_the_same_tree(
+    fed: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    run(fed, whole, max_items=4, workers=2)
+    monkeypatch.setattr(queries.publish, "MIN_TASK_ROWS", 2)  # every row group cut into pieces of a few rows
+    report = run(fed, split, max_items=4, workers=2)
+    assert report.items_written == TOTAL
+    files = {k for k in mtimes(whole) if k != STATE}
+    assert files == {k for k in mtimes(split) if k != STATE}
+    for rel in files:
+        assert (whole / rel).read_bytes() == (split / rel).read_bytes()
 
 
 def test_round_trip_through_the_static_harvester(fed: Store, tmp_path: Path) -> None:
