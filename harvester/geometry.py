@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import orjson
 import shapely
 from shapely.geometry import shape
 
@@ -32,6 +33,12 @@ def to_wkb(geometry: Any) -> bytes | None:
         return None
     if not isinstance(geometry, dict) or geometry.get("type") not in _GEOMETRY_TYPES:
         raise GeometryError("invalid_geometry", "geometry is not a GeoJSON geometry object")
+    try:
+        # GEOS's own GeoJSON reader: one C call instead of shapely building the geometry from Python lists
+        # (2x faster per item). It refuses what shape() repairs (an unclosed ring), so those take shape().
+        return bytes(shapely.to_wkb(shapely.from_geojson(orjson.dumps(geometry)), flavor="iso"))
+    except (shapely.errors.GEOSException, ValueError, TypeError):
+        pass
     try:
         geom = shape(geometry)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError, shapely.errors.GEOSException) as exc:
