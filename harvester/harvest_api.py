@@ -377,10 +377,18 @@ class _Harvest:
 
     # -- consumer side --------------------------------------------------------------------------------------
     def records(self) -> Iterator[RawRecord]:
-        for plan in self.plans:
-            self._submit(_Task(plan, Window(plan.bounds.lower, None)))
         if not self.plans:
             return
+        # The submitting counts as pending work until every first window is in: otherwise a first window that
+        # ends (fails) before the next is submitted would bring `pending` to 0 and end the harvest, and the
+        # collections not yet submitted would be committed with their watermarks but none of their items.
+        with self.lock:
+            self.pending += 1
+        try:
+            for plan in self.plans:
+                self._submit(_Task(plan, Window(plan.bounds.lower, None)))
+        finally:
+            self._settle_one()
         while True:
             if self.fatal is not None:
                 raise self.fatal
@@ -431,11 +439,15 @@ class _Harvest:
         except BaseException as exc:
             self._fail_run(exc)
         finally:
-            with self.lock:
-                self.pending -= 1
-                done = self.pending == 0
-            if done:
-                self._put(_DONE)
+            self._settle_one()
+
+    def _settle_one(self) -> None:
+        """One piece of pending work is over; the last one ends the harvest."""
+        with self.lock:
+            self.pending -= 1
+            done = self.pending == 0
+        if done:
+            self._put(_DONE)
 
     def _fail_run(self, exc: BaseException) -> None:
         with self.lock:

@@ -271,3 +271,28 @@ def test_a_server_that_never_answers_fails_the_run_in_bounded_time(api: Scripted
             ),
         )
     assert time.monotonic() - started < 10
+
+
+def test_a_collection_failing_before_the_next_is_submitted_ends_nothing_early(
+    api: ScriptedApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The submitting thread may be descheduled between two collections' first windows (a busy machine): C fails
+    meanwhile, and OK must still be harvested, not committed empty with a watermark."""
+    import harvester.harvest_api as module
+
+    api.script = lambda collection, token: (200, JSON, b"not json at all")
+    submit = module._Harvest._submit
+    calls: list[int] = []
+
+    def slow_submit(self: Any, task: Any) -> None:
+        submit(self, task)
+        calls.append(1)
+        if len(calls) == 1:  # after the first collection's window: wait until it has failed
+            deadline = time.monotonic() + 10
+            while task.plan.collection not in self.failures and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    monkeypatch.setattr(module._Harvest, "_submit", slow_submit)
+    _, result = run(api, tmp_path)
+    failure = failed(result)
+    assert failure["collection"] == "C"
