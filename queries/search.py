@@ -999,6 +999,11 @@ def _time_condition(interval: tuple[datetime | None, datetime | None], has: Any,
     if has("start_datetime") and has("end_datetime"):
         null = "datetime IS NULL AND " if has("datetime") else ""
         pieces.append(f"({null}start_datetime <= {hi} AND end_datetime >= {lo})")
+    if len(pieces) == 2:
+        # An OR over two columns is not pushed into the scan, so no row group would be skipped; this conjunct
+        # (implied by both branches) is on `datetime` alone: DuckDB pushes it and prunes by the parts' datetime
+        # statistics (at 4.3M items it cut a month's scan from a whole year of rows).
+        return f"({pieces[0]} OR {pieces[1]}) AND (datetime IS NULL OR (datetime >= {lo} AND datetime <= {hi}))"
     return " OR ".join(pieces) if pieces else "false"
 
 
