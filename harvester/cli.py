@@ -157,6 +157,9 @@ def quarantine_exit(counts: dict[str, int], max_quarantined: float) -> int:
     return 0
 
 
+WORKERS = click.option(
+    "--workers", type=click.IntRange(0, 64), default=0, help="Normalising processes (0: one per CPU)."
+)
 MAX_QUARANTINED = click.option(
     "--max-quarantined",
     type=click.FloatRange(0, 1),
@@ -170,7 +173,7 @@ MAX_QUARANTINED = click.option(
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--provider", required=True, help="Provider name, e.g. EODC (a column of every row).")
 @store_option
-@click.option("--workers", type=click.IntRange(0, 64), default=0, help="Normalising processes (0: one per CPU).")
+@WORKERS
 @click.option(
     "--max-item-bytes",
     type=click.IntRange(1024),

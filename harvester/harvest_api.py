@@ -39,6 +39,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from harvester.cli import MAX_QUARANTINED, WORKERS, format_option, store_option
 from harvester.commit import CommitRequest, CommitResult, commit_stage
 from harvester.errors import InputError
 from harvester.exit_codes import EXIT_CODES
@@ -53,7 +54,6 @@ from harvester.http import (
     redact,
 )
 from harvester.ingest import IngestOptions, stage_records
-from harvester.output import FORMATS
 from harvester.records import DEFAULT_MAX_ITEM_BYTES
 from harvester.sources_api import (
     ACCEPT,
@@ -823,9 +823,7 @@ def _when(value: str) -> datetime:
 @click.command("api", epilog=EXIT_CODES)
 @click.argument("url")
 @click.option("--provider", required=True, help="Provider name, e.g. EODC (a column of every row).")
-@click.option(
-    "--store", "store_root", envvar="CSCALE_STORE", required=True, help="Snapshot store (default: $CSCALE_STORE)."
-)
+@store_option
 @click.option(
     "--collections",
     multiple=True,
@@ -892,7 +890,7 @@ def _when(value: str) -> datetime:
     help="Send header NAME with the value of environment variable ENVVAR (repeatable; never logged).",
 )
 @click.option("--bearer-env", metavar="ENVVAR", help="Send `Authorization: Bearer $ENVVAR` (never logged).")
-@click.option("--workers", type=click.IntRange(0, 64), default=0, help="Normalising processes (0: one per CPU).")
+@WORKERS
 @click.option(
     "--max-item-bytes",
     type=click.IntRange(1024),
@@ -900,14 +898,8 @@ def _when(value: str) -> datetime:
     show_default=True,
     help="Items larger than this are quarantined (item_too_large).",
 )
-@click.option(
-    "--max-quarantined",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Share of quarantined records above which the command exits 1 (the good records are committed anyway).",
-)
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Output format.")
+@MAX_QUARANTINED
+@format_option
 @click.pass_obj
 def api(
     ctx: Any,

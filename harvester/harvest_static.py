@@ -42,13 +42,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from harvester.cli import MAX_QUARANTINED, WORKERS, format_option, store_option
 from harvester.commit import CommitRequest, CommitResult, commit_stage
 from harvester.errors import InputError
 from harvester.exit_codes import EXIT_CODES
 from harvester.http import HttpOptions
 from harvester.ingest import IngestOptions, stage_records
 from harvester.manifest import Manifest
-from harvester.output import FORMATS
 from harvester.records import DEFAULT_MAX_ITEM_BYTES
 from harvester.sources_file import FileSummary
 from harvester.sources_static import (
@@ -707,9 +707,7 @@ def _state_row(line: dict[str, Any]) -> dict[str, Any]:
 @click.command("static", epilog=EXIT_CODES)
 @click.argument("url")
 @click.option("--provider", required=True, help="Provider name, e.g. CESNET (a column of every row).")
-@click.option(
-    "--store", "store_root", envvar="CSCALE_STORE", required=True, help="Snapshot store (default: $CSCALE_STORE)."
-)
+@store_option
 @click.option(
     "--allow",
     multiple=True,
@@ -731,7 +729,7 @@ def _state_row(line: dict[str, Any]) -> dict[str, Any]:
     help="Processes that fetch and parse documents, each with concurrency/N connections (0: threads of the main "
     "process; default: one per CPU, at most 4).",
 )
-@click.option("--workers", type=click.IntRange(0, 64), default=0, help="Normalising processes (0: one per CPU).")
+@WORKERS
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -757,13 +755,7 @@ def _state_row(line: dict[str, Any]) -> dict[str, Any]:
 @click.option("--retries", type=click.IntRange(0, 20), default=5, show_default=True, help="HTTP retries per request.")
 @click.option("--force", is_flag=True, help="Read and stage every document again, changed or not.")
 @click.option("--restart", is_flag=True, help="Throw away an interrupted crawl's journal instead of resuming it.")
-@click.option(
-    "--max-quarantined",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Share of quarantined records above which the command exits 1 (the good records are committed anyway).",
-)
+@MAX_QUARANTINED
 @click.option(
     "--max-failed",
     type=click.FloatRange(0, 1),
@@ -772,7 +764,7 @@ def _state_row(line: dict[str, Any]) -> dict[str, Any]:
     help="Share of documents that could not be read (404, too large, errors) above which the command exits 1 "
     "(what was read is committed anyway).",
 )
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Output format.")
+@format_option
 @click.pass_obj
 def static(
     ctx: Any,

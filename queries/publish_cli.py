@@ -9,8 +9,9 @@ import click
 import orjson
 import pyarrow as pa
 
+from harvester.cli import format_option, store_option
 from harvester.exit_codes import EXIT_CODES
-from harvester.output import FORMATS, default_format, emit_table, text_table
+from harvester.output import default_format, emit_table, text_table
 
 
 def _names(values: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -19,9 +20,7 @@ def _names(values: tuple[str, ...]) -> tuple[str, ...] | None:
 
 
 @click.command("publish", epilog=EXIT_CODES)
-@click.option(
-    "--store", "store_root", envvar="CSCALE_STORE", required=True, help="Snapshot store (default: $CSCALE_STORE)."
-)
+@store_option
 @click.option("--out", required=True, help="Output: a folder or s3://bucket/prefix (Content-Type application/json).")
 @click.option("--version", "version", type=int, default=None, help="Snapshot version (default: current).")
 @click.option("--providers", multiple=True, help="Only these providers (comma-separated or repeated).")
@@ -49,7 +48,7 @@ def _names(values: tuple[str, ...]) -> tuple[str, ...] | None:
     help="Where the plan's temporary DuckDB database goes (default: the system's temporary folder; a few GB at "
     "ten million items).",
 )
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Output format of the report.")
+@format_option
 @click.pass_obj
 def publish(
     ctx: Any,
