@@ -60,6 +60,17 @@ def open_storage(root: str, *, s3_client: Any = None) -> Storage:
     raise StoreError(f"unsupported store root {root!r}: use a local folder, s3://bucket/prefix or an http(s) URL")
 
 
+def check_writable_folder(root: Path, what: str) -> None:
+    """Create `root` if needed and prove a file can be created in it (a StoreError naming `what` otherwise)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".probe-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StoreError(f"{what} {root} is not writable: {exc.strerror or exc}") from None
+
+
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser().resolve()
@@ -72,13 +83,7 @@ class LocalStorage:
         return str(self._path(key))
 
     def check_writable(self) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".probe-{uuid.uuid4().hex}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise StoreError(f"store root {self.root} is not writable: {exc.strerror or exc}") from None
+        check_writable_folder(self.root, "store root")
 
     def read(self, key: str) -> bytes | None:
         try:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from harvester.errors import InputError, StoreError
-from harvester.storage import LocalStorage, S3Storage, Storage
+from harvester.storage import LocalStorage, S3Storage, Storage, check_writable_folder
 
 MEDIA_PARQUET = "application/vnd.apache.parquet"
 
@@ -74,13 +74,7 @@ class LocalOutput:
         return path
 
     def check_writable(self) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".probe-{uuid.uuid4().hex}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise StoreError(f"output {self.root} is not writable: {exc.strerror or exc}") from None
+        check_writable_folder(self.root, "output")
 
     def write(self, rel: str, data: bytes, content_type: str = "application/json", *, fresh: bool = False) -> None:
         """`fresh`: no published document links to this path yet (a new item), so a reader cannot see it half
