@@ -403,7 +403,6 @@ def _harvest_static(store: Any, source: Source, environ: Mapping[str, str], prog
         root=source.url,
         allow=s["allow"],
         concurrency=concurrency,
-        fetch_processes=min(os.cpu_count() or 1, 4, concurrency),  # the command's default
         max_document_bytes=s["max_document_bytes"],
         http=HttpOptions(read_timeout=s["timeout"], retries=s["retries"], max_connections=concurrency),
     )

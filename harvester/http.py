@@ -37,7 +37,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _user_agent() -> str:
+def user_agent() -> str:
     try:
         return f"cscale/{version('cscale')}"
     except PackageNotFoundError:
@@ -212,7 +212,7 @@ class HttpClient:
         self.credential_headers = frozenset(h.lower() for h in headers or ())
         self.session = session or _Session(self.credential_headers)
         self.session.trust_env = self.options.trust_env
-        self.session.headers["User-Agent"] = _user_agent()
+        self.session.headers["User-Agent"] = user_agent()
         self.session.headers["Accept-Encoding"] = "gzip, deflate"
         if headers:
             self.session.headers.update(headers)

@@ -12,14 +12,15 @@ The crawler reports every document it settles as a *journal line* (a JSON-able d
 failure) through a callback, before the records read from it are handed on: the driver writes those lines to a
 write-ahead journal, which makes a killed crawl resumable (see harvester.harvest_static).
 
-Fetching and parsing run on threads of this process or, for big trees, in child processes with threads of their
-own (HTTP parsing in Python costs CPU that a single interpreter's GIL would serialise); only the scheduler,
-which decides what to visit next, runs in the caller's process.
+Fetching and parsing run in this process (http(s) on one libcurl thread, files and S3 on threads) or, for big
+trees, in child processes that do the same (parsing JSON, and boto3's requests, cost CPU that one interpreter's
+GIL would serialise); only the scheduler, which decides what to visit next, runs in the caller's process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -45,13 +46,14 @@ import orjson
 from harvester.errors import InputError
 from harvester.http import (
     BodyTooLargeError,
-    HttpClient,
     HttpOptions,
+    HttpResponse,
     HttpStatusError,
     HttpTransientError,
     NotFoundError,
     redact,
 )
+from harvester.http_multi import MultiGet
 from harvester.sources_file import RawRecord, stac_kind
 
 log = logging.getLogger(__name__)
@@ -275,36 +277,33 @@ class FileFetcher:
         pass
 
 
-class HttpFetcher:
-    """http(s) with conditional requests (If-None-Match / If-Modified-Since → 304)."""
+def conditional_headers(previous: Validators | None) -> dict[str, str]:
+    """If-None-Match / If-Modified-Since from what a previous run kept."""
+    headers = {}
+    if previous and previous.etag:
+        headers["If-None-Match"] = previous.etag
+    if previous and previous.last_modified:
+        headers["If-Modified-Since"] = previous.last_modified
+    return headers
 
-    def __init__(self, client: HttpClient) -> None:
-        self.client = client
 
-    def fetch(self, url: str, previous: Validators | None, max_bytes: int) -> Fetched:
-        headers = {}
-        if previous and previous.etag:
-            headers["If-None-Match"] = previous.etag
-        if previous and previous.last_modified:
-            headers["If-Modified-Since"] = previous.last_modified
-        try:
-            response = self.client.get(url, headers=headers, max_bytes=max_bytes)
-        except NotFoundError as exc:
-            return Fetched("not_found", message=str(exc))
-        except BodyTooLargeError as exc:
-            return Fetched("too_large", size=exc.size, message=str(exc))
-        except (HttpTransientError, HttpStatusError, InputError) as exc:
-            return Fetched("failed", message=str(exc))
-        if response.status == 304:
-            if previous is None:
-                return Fetched("failed", message=f"{redact(url)}: 304 to an unconditional request")
-            kept = Validators(response.etag or previous.etag, response.last_modified or previous.last_modified)
-            return Fetched("unchanged", validators=kept)
-        validators = Validators(response.etag, response.last_modified, size=len(response.body))
-        return Fetched("ok", response.body, validators, url=canonical(response.url))
-
-    def close(self) -> None:
-        self.client.close()
+def http_fetched(url: str, previous: Validators | None, result: HttpResponse | Exception) -> Fetched:
+    """An http(s) answer (harvester.http_multi) as a Fetched; a 304 is "unchanged"."""
+    if isinstance(result, NotFoundError):
+        return Fetched("not_found", message=str(result))
+    if isinstance(result, BodyTooLargeError):
+        return Fetched("too_large", size=result.size, message=str(result))
+    if isinstance(result, (HttpTransientError, HttpStatusError, InputError)):
+        return Fetched("failed", message=str(result))
+    if isinstance(result, Exception):
+        raise result  # a bug, not bad input
+    if result.status == 304:
+        if previous is None:
+            return Fetched("failed", message=f"{redact(url)}: 304 to an unconditional request")
+        kept = Validators(result.etag or previous.etag, result.last_modified or previous.last_modified)
+        return Fetched("unchanged", validators=kept)
+    validators = Validators(result.etag, result.last_modified, size=len(result.body))
+    return Fetched("ok", result.body, validators, url=canonical(result.url))
 
 
 class S3Fetcher:
@@ -356,10 +355,10 @@ def s3_client(max_connections: int) -> Any:
 
 
 class Fetchers:
-    """One fetcher per scheme, made on first use (an allow-list may span schemes)."""
+    """One blocking fetcher per scheme but http(s) (see _LocalRunner), made on first use (an allow-list may span
+    schemes)."""
 
-    def __init__(self, *, http: HttpOptions, max_connections: int) -> None:
-        self.http_options = http
+    def __init__(self, *, max_connections: int) -> None:
         self.max_connections = max_connections
         self._made: dict[str, Fetcher] = {}
         self._lock = threading.Lock()
@@ -375,8 +374,6 @@ class Fetchers:
     def _make(self, scheme: str) -> Fetcher:
         if scheme == "file":
             return FileFetcher()
-        if scheme == "http":
-            return HttpFetcher(HttpClient(self.http_options))
         if scheme == "s3":
             return S3Fetcher(s3_client(self.max_connections))
         raise InputError(f"unsupported scheme {scheme!r}")
@@ -457,13 +454,25 @@ class CrawlStats:
     records: int = 0
 
 
+def _asked(task: _Task, options: CrawlOptions) -> tuple[Validators | None, int]:
+    """The validators to send ("changed since?") and the size cap of a task's fetch."""
+    use_prev = task.prev is not None and not options.force
+    cap = options.max_item_bytes if task.expect == "item" else options.max_document_bytes
+    return (task.prev.validators if use_prev and task.prev else None), cap
+
+
 def visit(task: _Task, options: CrawlOptions, fetchers: Fetchers) -> _Outcome:
-    """Fetch one document and say what it is, what it holds and where it leads (runs in fetch threads, in this
-    process or a child). Never raises for bad input: failures are statuses in the journal line."""
+    """Fetch one document (file or S3, blocking) and examine it."""
+    previous, cap = _asked(task, options)
+    return examine(task, fetchers.for_url(task.url).fetch(task.url, previous, cap), options)
+
+
+def examine(task: _Task, fetched: Fetched, options: CrawlOptions) -> _Outcome:
+    """Say what a fetched document is, what it holds and where it leads (runs on fetch threads, in this process
+    or a child). Never raises for bad input: failures are statuses in the journal line."""
     prev = task.prev
     use_prev = prev is not None and not options.force
-    cap = options.max_item_bytes if task.expect == "item" else options.max_document_bytes
-    fetched = fetchers.for_url(task.url).fetch(task.url, prev.validators if use_prev and prev else None, cap)
+    cap = _asked(task, options)[1]
     v = fetched.validators
     line: dict[str, Any] = {
         "href": task.url,
@@ -588,33 +597,54 @@ def _size(obj: Any) -> int:
 Results = queue.SimpleQueue  # of _Outcome | BaseException
 
 
-class _ThreadRunner:
-    """Fetches on threads of this process: no start-up cost (small trees, tests)."""
+class _LocalRunner:
+    """Fetches in this process: http(s) on one libcurl thread (harvester.http_multi), files and S3 on a pool of
+    threads (made on first use: an allow-list may span schemes). Outcomes go to `results`."""
 
     def __init__(self, options: CrawlOptions, http: HttpOptions, results: Results[Any]) -> None:
         self.options = options
+        self.http = http
         self.results = results
-        self.fetchers = Fetchers(http=http, max_connections=options.concurrency)
-        self.pool = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="cscale-fetch")
         self.capacity = options.concurrency
         self._stopping = False
+        self._multi: MultiGet | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._fetchers = Fetchers(max_connections=options.concurrency)
 
     def submit(self, tasks: list[_Task]) -> None:
         for task in tasks:
-            self.pool.submit(self._one, task)
+            if task.url.startswith(("http://", "https://")):
+                if self._multi is None:
+                    self._multi = MultiGet(self.http, self._answered, connections=self.options.concurrency)
+                previous, cap = _asked(task, self.options)
+                self._multi.submit(task.url, task, headers=conditional_headers(previous), max_bytes=cap)
+            else:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="cscale-fetch")
+                self._pool.submit(self._one, task)
+
+    def _answered(self, task: _Task, result: HttpResponse | Exception) -> None:
+        """On the libcurl thread: examining costs ~0.1 ms, less than handing it to another thread would."""
+        try:
+            self.results.put(examine(task, http_fetched(task.url, _asked(task, self.options)[0], result), self.options))
+        except BaseException as exc:
+            self.results.put(exc)
 
     def _one(self, task: _Task) -> None:
         try:
             if self._stopping:
                 raise InterruptedError("crawl stopped")
-            self.results.put(visit(task, self.options, self.fetchers))
+            self.results.put(visit(task, self.options, self._fetchers))
         except BaseException as exc:
             self.results.put(exc)
 
     def close(self) -> None:
         self._stopping = True
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        self.fetchers.close()
+        if self._multi is not None:
+            self._multi.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._fetchers.close()
 
 
 class _ChildDied(Exception):
@@ -626,7 +656,7 @@ class _Child:
     pickled outcome lists on stdout. A plain subprocess rather than multiprocessing: that would re-run the
     `cscale` entry script (and import the whole CLI, pyarrow and DuckDB) in every child."""
 
-    def __init__(self, options: CrawlOptions, http: HttpOptions, threads: int, results: Results[Any]) -> None:
+    def __init__(self, options: CrawlOptions, http: HttpOptions, concurrency: int, results: Results[Any]) -> None:
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
@@ -639,7 +669,7 @@ class _Child:
         self.results = results
         self.outstanding = 0
         self.closing = False
-        self._send((options, http, threads))
+        self._send((options, http, concurrency))
         self.reader = threading.Thread(target=self._read, name="cscale-fetch-reader", daemon=True)
         self.reader.start()
 
@@ -684,13 +714,13 @@ class _Child:
 
 
 class _ProcessRunner:
-    """Fetches in child processes, each with its own threads and bounded connection pool: parsing HTTP costs
-    CPU (~0.3 ms a document) that one interpreter's GIL would serialise."""
+    """Fetches in child processes, each a _LocalRunner with its share of the connections: parsing JSON (and
+    boto3's requests, ~1 ms each) cost CPU that one interpreter's GIL would serialise."""
 
     def __init__(self, options: CrawlOptions, http: HttpOptions, results: Results[Any]) -> None:
-        threads = max(1, options.concurrency // options.processes)
-        self.children = [_Child(options, http, threads, results) for _ in range(options.processes)]
-        self.capacity = 2 * threads * len(self.children)  # one queued task per running one keeps them busy
+        share = max(1, options.concurrency // options.processes)
+        self.children = [_Child(options, http, share, results) for _ in range(options.processes)]
+        self.capacity = 2 * share * len(self.children)  # one queued task per running one keeps them busy
 
     def submit(self, tasks: list[_Task]) -> None:
         share = -(-len(tasks) // len(self.children))
@@ -704,61 +734,54 @@ class _ProcessRunner:
 
 
 def _child_main() -> None:
-    """The fetch process: read task lists, visit them on `threads` threads, write outcome lists back."""
+    """The fetch process: read task lists, fetch them (as the parent would, see _LocalRunner), write outcome
+    lists back."""
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, never into the protocol stream
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes our stdin
     source = sys.stdin.buffer
-    options, http, threads = pickle.load(source)
-    fetchers = Fetchers(http=http, max_connections=threads)
-    tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+    options, http, concurrency = pickle.load(source)
     outcomes: queue.SimpleQueue[_Outcome | BaseException | None] = queue.SimpleQueue()
-
-    def work() -> None:
-        while (task := tasks.get()) is not None:
-            try:
-                outcomes.put(visit(task, options, fetchers))
-            except BaseException as exc:  # a bug, not bad input: the parent raises it
-                outcomes.put(RuntimeError(f"fetch process failed on {describe(task.url)}: {exc!r}"))
+    runner = _LocalRunner(dataclasses.replace(options, concurrency=concurrency), http, outcomes)
+    outstanding = 0
+    lock = threading.Lock()
+    finished = threading.Event()
 
     def write() -> None:
+        nonlocal outstanding
         while True:
-            first = outcomes.get()
-            batch: list[Any] = [first]
-            while first is not None:
+            batch: list[Any] = [outcomes.get()]
+            while True:
                 try:
-                    item = outcomes.get_nowait()
+                    batch.append(outcomes.get_nowait())
                 except queue.Empty:
                     break
-                batch.append(item)
-                if item is None:
-                    break
-            done = batch[-1] is None
-            if [o for o in batch if o is not None]:
-                pickle.dump([o for o in batch if o is not None], protocol, protocol=pickle.HIGHEST_PROTOCOL)
-            if done:
-                pickle.dump(None, protocol)
-                protocol.flush()
-                return
+            # An exception is a bug, not bad input (the parent raises it); its own class may not unpickle there.
+            batch = [RuntimeError(f"fetch process failed: {o!r}") if isinstance(o, BaseException) else o for o in batch]
+            pickle.dump(batch, protocol, protocol=pickle.HIGHEST_PROTOCOL)
             protocol.flush()
+            with lock:
+                outstanding -= len(batch)
+                if finished.is_set() and outstanding == 0:
+                    return
 
-    workers = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
     writer = threading.Thread(target=write, daemon=True)
-    for thread in (*workers, writer):
-        thread.start()
+    writer.start()
     try:
         while (batch := pickle.load(source)) is not None:
-            for task in batch:
-                tasks.put(task)
+            with lock:
+                outstanding += len(batch)
+            runner.submit(batch)
     except (EOFError, OSError):
         os._exit(1)  # the parent is gone: nobody wants the answers
-    for _ in workers:
-        tasks.put(None)
-    for thread in workers:
-        thread.join()
-    outcomes.put(None)
-    writer.join()
-    fetchers.close()
+    with lock:
+        finished.set()
+        idle = outstanding == 0
+    if not idle:
+        writer.join()
+    pickle.dump(None, protocol)
+    protocol.flush()
+    runner.close()
 
 
 # ------------------------------------------------------------------------------------------- the crawler
@@ -854,11 +877,11 @@ class Crawler:
             self.parents = {}
             containers.append(self._task(self.root, "container", None, frozenset()))
         results: Results[Any] = queue.SimpleQueue()
-        runner: _ThreadRunner | _ProcessRunner
+        runner: _LocalRunner | _ProcessRunner
         if self.options.processes > 0:
             runner = _ProcessRunner(self.options, self.http, results)
         else:
-            runner = _ThreadRunner(self.options, self.http, results)
+            runner = _LocalRunner(self.options, self.http, results)
         outstanding = 0
         try:
             while (items or containers or outstanding) and not self._stop.is_set():
