@@ -3,9 +3,9 @@ and resumably.
 
 1. The previous crawl's per-document state (href → validators, content hash, links, item ids) is a Parquet file
    under `state/` that the manifest names (gc keeps it); it is looked up by 64-bit URL keys, not held as dicts.
-2. The crawl (harvester.sources_static) writes every settled document to a journal in the work folder *before*
-   the records read from it go on; records are normalised in worker processes and staged
-   (harvester.ingest.stage_records) into a persistent stage next to the journal.
+2. The crawl (harvester.static_crawl) reads documents in worker processes that also normalise the items and
+   write them as staged runs; every settled document goes to a journal in the work folder *before* the run
+   holding its records is attached to the persistent stage next to the journal.
 3. The new state is the journal, plus, below documents that failed this time (anything but a definite 404),
    what the previous crawl knew — a failure is not a deletion. Item ids the previous state had and the new one
    lacks are deleted. State, deletions, collections and the run report are committed with the records.
@@ -42,18 +42,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harvester.cli import MAX_QUARANTINED, WORKERS, format_option, store_option
+from harvester.cli import MAX_QUARANTINED, format_option, store_option
 from harvester.commit import CommitRequest, CommitResult, commit_stage
 from harvester.errors import InputError
 from harvester.exit_codes import EXIT_CODES
 from harvester.http import HttpOptions
-from harvester.ingest import IngestOptions, stage_records
 from harvester.manifest import Manifest
 from harvester.records import DEFAULT_MAX_ITEM_BYTES
-from harvester.sources_file import FileSummary
 from harvester.sources_static import (
     FAILURES,
-    Crawler,
     CrawlOptions,
     PrevDoc,
     Resume,
@@ -65,6 +62,7 @@ from harvester.sources_static import (
     url_key,
 )
 from harvester.staging import Stage
+from harvester.static_crawl import Crawler
 from harvester.storage import LocalStorage
 from harvester.store import Store
 
@@ -97,8 +95,7 @@ class StaticOptions:
     root: str  # as given: path, file://, http(s)://, s3://
     allow: tuple[str, ...] = ()  # extra prefixes besides the root's own folder
     concurrency: int = 16
-    fetch_processes: int = -1  # 0: fetch in this process; -1: by the root's scheme (auto_fetch_processes)
-    workers: int = 0  # normalising processes; 0: one per CPU
+    workers: int = 0  # processes that fetch, parse and normalise; 0: one per CPU; 1: a thread of this process
     max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
     max_document_bytes: int = 64 << 20
     workdir: Path | None = None
@@ -115,15 +112,6 @@ class StaticResult:
     @property
     def counts(self) -> dict[str, int]:
         return self.commit.counts
-
-
-def auto_fetch_processes(root: str, options: StaticOptions) -> int:
-    """http(s): none — libcurl's one thread fetches with ~0.03 ms of CPU a document and a child process would
-    only add pickling (20k heavy items: 8.5 s in process, 10.2 s with one child, 9.4 s with two). Files and S3:
-    one per CPU, at most 4 — threads reading files, or boto3 at ~1 ms of CPU a request, would share one GIL."""
-    if root.startswith(("http://", "https://")):
-        return 0
-    return min(os.cpu_count() or 1, 4, options.concurrency)
 
 
 def state_key(provider: str, root: str) -> str:
@@ -534,7 +522,6 @@ def _crawl_and_commit(
         concurrency=options.concurrency,
         max_item_bytes=options.max_item_bytes,
         max_document_bytes=options.max_document_bytes,
-        processes=options.fetch_processes if options.fetch_processes >= 0 else auto_fetch_processes(root, options),
         force=options.force,
     )
 
@@ -544,10 +531,15 @@ def _crawl_and_commit(
             tally.add(line)
 
     crawler = Crawler(
-        root, options=crawl_options, http=options.http, previous=previous, journal=on_lines, resume=resume
-    )
-    ingest_options = IngestOptions(
-        provider=options.provider, workers=options.workers, max_item_bytes=options.max_item_bytes
+        root,
+        options=crawl_options,
+        http=options.http,
+        provider=options.provider,
+        workers=options.workers or os.cpu_count() or 1,
+        previous=previous,
+        stage=stage,
+        journal=on_lines,
+        resume=resume,
     )
     resumed_documents = sum(tally.documents.values())
 
@@ -557,7 +549,7 @@ def _crawl_and_commit(
 
     label = f"harvest static {options.provider}"
     with _Progress(progress, label, len(previous), read):
-        stage_records(stage, crawler.records(), ingest_options, FileSummary())
+        crawler.run()
     crawl_seconds = time.monotonic() - clock
     journal.close()
     if tally.root_line is None or tally.root_line["status"] in FAILURES:
@@ -732,13 +724,12 @@ def _state_row(line: dict[str, Any]) -> dict[str, Any]:
     help="Documents fetched at once (also the cap on connections in flight per host).",
 )
 @click.option(
-    "--fetch-processes",
-    type=click.IntRange(-1, 64),
-    default=-1,
-    help="Processes that fetch and parse documents, each with concurrency/N connections (0: the main process; "
-    "default: 0 for http(s) roots, which libcurl fetches on one thread, else one per CPU, at most 4).",
+    "--workers",
+    type=click.IntRange(0, 64),
+    default=0,
+    help="Processes that fetch, parse and normalise documents, each with concurrency/N connections (0: one per "
+    "CPU; 1: a thread of this process).",
 )
-@WORKERS
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -782,7 +773,6 @@ def static(
     store_root: str,
     allow: tuple[str, ...],
     concurrency: int,
-    fetch_processes: int,
     workers: int,
     workdir: Path | None,
     max_item_bytes: int,
@@ -817,7 +807,6 @@ def static(
             root=url,
             allow=allow,
             concurrency=concurrency,
-            fetch_processes=fetch_processes,
             workers=workers,
             max_item_bytes=max_item_bytes,
             max_document_bytes=max_document_bytes,

@@ -14,11 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from harvester.commit import CommitRequest, CommitResult, commit_stage
-from harvester.records import DEFAULT_MAX_ITEM_BYTES, Record, Rejection, normalise
-from harvester.sources_file import FileSummary, RawRecord, read_records, stac_kind
+from harvester.records import DEFAULT_MAX_ITEM_BYTES, Others, Rejection, normalise_chunk
+from harvester.sources_file import FileSummary, RawRecord, read_records
 from harvester.staging import RunFile, Stage, write_run
 from harvester.store import Store
 
@@ -45,39 +43,6 @@ def source_state(location: str, provider: str) -> tuple[str, dict[str, int]] | N
     except OSError:
         return None  # reading it will raise the clear error
     return f"file:{provider}:{path}", {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-Others = list[tuple[str, Any]]  # (href, collection or catalog met among the records)
-
-
-def normalise_chunk(
-    chunk: list[RawRecord], *, provider: str, max_item_bytes: int
-) -> tuple[list[Record], list[Rejection], Others]:
-    """Parse and normalise a chunk of raw records (pure; runs in worker processes)."""
-    records: list[Record] = []
-    rejections: list[Rejection] = []
-    others: Others = []
-    for raw in chunk:
-        obj = raw.obj
-        if raw.raw is not None:
-            try:
-                obj = orjson.loads(raw.raw)
-            except orjson.JSONDecodeError as exc:
-                reason = "not_utf8" if "utf-8" in str(exc).lower() else "invalid_json"
-                text = raw.raw.decode("utf-8", "replace")
-                rejections.append(Rejection(provider, raw.href, reason, f"cannot parse JSON: {exc}", text))
-                continue
-        if stac_kind(obj) in ("Collection", "Catalog"):
-            others.append((raw.href, obj))
-            continue
-        result = normalise(
-            obj, provider=provider, source_href=raw.href, raw_size=raw.size, max_item_bytes=max_item_bytes
-        )
-        if isinstance(result, Record):
-            records.append(result)
-        else:
-            rejections.append(result)
-    return records, rejections, others
 
 
 Result = tuple[RunFile | None, list[Rejection], Others]

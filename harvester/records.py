@@ -19,6 +19,7 @@ import orjson
 
 from harvester import product_names
 from harvester.geometry import GeometryError, bbox_of, check_bbox, to_wkb
+from harvester.sources_file import RawRecord, stac_kind
 from harvester.timeutil import DatetimeError, format_datetime, is_canonical, parse_datetime, to_micros
 
 OVERFLOW = "cscale:overflow"
@@ -276,3 +277,36 @@ def _proj_geometries_to_wkb(row: dict[str, Any], props: dict[str, Any], overflow
 
 def _is_canonical_time(value: Any) -> bool:
     return isinstance(value, str) and value.endswith("Z") and len(value) >= 20 and value[10] == "T"
+
+
+Others = list[tuple[str, Any]]  # (href, collection or catalog met among the records)
+
+
+def normalise_chunk(
+    chunk: list[RawRecord], *, provider: str, max_item_bytes: int
+) -> tuple[list[Record], list[Rejection], Others]:
+    """Parse and normalise a chunk of raw records (pure; runs in worker processes)."""
+    records: list[Record] = []
+    rejections: list[Rejection] = []
+    others: Others = []
+    for raw in chunk:
+        obj = raw.obj
+        if raw.raw is not None:
+            try:
+                obj = orjson.loads(raw.raw)
+            except orjson.JSONDecodeError as exc:
+                reason = "not_utf8" if "utf-8" in str(exc).lower() else "invalid_json"
+                text = raw.raw.decode("utf-8", "replace")
+                rejections.append(Rejection(provider, raw.href, reason, f"cannot parse JSON: {exc}", text))
+                continue
+        if stac_kind(obj) in ("Collection", "Catalog"):
+            others.append((raw.href, obj))
+            continue
+        result = normalise(
+            obj, provider=provider, source_href=raw.href, raw_size=raw.size, max_item_bytes=max_item_bytes
+        )
+        if isinstance(result, Record):
+            records.append(result)
+        else:
+            rejections.append(result)
+    return records, rejections, others

@@ -1,43 +1,30 @@
-"""Static STAC catalogs on local disk, http(s) or S3: link resolution (pure) and the crawl (I/O edge).
+"""Static STAC catalogs on local disk, http(s) or S3: link resolution and examining documents (pure), and
+fetching them (I/O edge). The crawl's scheduler is harvester.static_crawl, its workers harvester.static_workers.
 
 The crawl starts at a root catalog, collection or ItemCollection and follows `child`, `item` and `items` links
 (and `next` inside ItemCollections), relative or absolute, Windows-style or not, STAC 0.6 to 1.1 (pre-1.0
 objects carry no `type`: their shape tells). Only targets under an allow-list of URL prefixes are fetched (by
 default the root's own folder); the rest are recorded, not fetched. Every document is visited once (loops and
-diamonds are recorded). Fetches run on a bounded thread pool; each asks "changed since?" with the validators a
-previous run kept (ETag / Last-Modified over HTTP, ETag on S3, mtime and size on disk), then compares content
-hashes, so an unchanged tree costs one conditional request per document and stages nothing.
+diamonds are recorded). Each fetch asks "changed since?" with the validators a previous run kept (ETag /
+Last-Modified over HTTP, ETag on S3, mtime and size on disk), then compares content hashes, so an unchanged
+tree costs one conditional request per document and stages nothing.
 
-The crawler reports every document it settles as a *journal line* (a JSON-able dict: validators, links, item ids,
-failure) through a callback, before the records read from it are handed on: the driver writes those lines to a
-write-ahead journal, which makes a killed crawl resumable (see harvester.harvest_static).
-
-Fetching and parsing run in this process (http(s) on one libcurl thread, files and S3 on threads) or, for big
-trees, in child processes that do the same (parsing JSON, and boto3's requests, cost CPU that one interpreter's
-GIL would serialise); only the scheduler, which decides what to visit next, runs in the caller's process.
+Examining a document gives its *journal line* (a JSON-able dict: validators, links, item ids, failure), the
+links that lead on and the raw records read from it; the driver journals the line before those records are
+staged, which makes a killed crawl resumable (see harvester.harvest_static).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
 import logging
 import os
-import pickle
 import posixpath
-import queue
 import re
-import signal
 import stat
-import subprocess
-import sys
 import threading
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,14 +33,12 @@ import orjson
 from harvester.errors import InputError
 from harvester.http import (
     BodyTooLargeError,
-    HttpOptions,
     HttpResponse,
     HttpStatusError,
     HttpTransientError,
     NotFoundError,
     redact,
 )
-from harvester.http_multi import MultiGet
 from harvester.sources_file import RawRecord, stac_kind
 
 log = logging.getLogger(__name__)
@@ -409,7 +394,6 @@ class CrawlOptions:
     max_item_bytes: int  # items above this are quarantined unread (records.DEFAULT_MAX_ITEM_BYTES by default)
     max_document_bytes: int = 64 << 20
     concurrency: int = 16  # fetches in flight (and connections: each fetcher's pool is bounded)
-    processes: int = 0  # fetch in this many child processes; 0: in threads of this process
     force: bool = False  # ignore validators and content hashes: read and stage everything again
 
 
@@ -424,7 +408,7 @@ class Resume:
 
 
 @dataclass(frozen=True, slots=True)
-class _Task:
+class Task:
     url: str
     expect: str  # "container" | "item"
     parent: str | None
@@ -433,46 +417,27 @@ class _Task:
 
 
 @dataclass(slots=True)
-class _Outcome:
-    task: _Task
+class Outcome:
+    task: Task
     line: dict[str, Any]
     records: list[RawRecord]
     containers: list[str]
     items: list[str]
 
 
-@dataclass(slots=True)
-class CrawlStats:
-    """Live counters (written by the crawl thread, read by anyone)."""
-
-    documents: int = 0
-    fetched: int = 0
-    unchanged: int = 0
-    failed: int = 0
-    skipped: int = 0
-    bytes: int = 0
-    records: int = 0
-
-
-def _asked(task: _Task, options: CrawlOptions) -> tuple[Validators | None, int]:
+def asked(task: Task, options: CrawlOptions) -> tuple[Validators | None, int]:
     """The validators to send ("changed since?") and the size cap of a task's fetch."""
     use_prev = task.prev is not None and not options.force
     cap = options.max_item_bytes if task.expect == "item" else options.max_document_bytes
     return (task.prev.validators if use_prev and task.prev else None), cap
 
 
-def visit(task: _Task, options: CrawlOptions, fetchers: Fetchers) -> _Outcome:
-    """Fetch one document (file or S3, blocking) and examine it."""
-    previous, cap = _asked(task, options)
-    return examine(task, fetchers.for_url(task.url).fetch(task.url, previous, cap), options)
-
-
-def examine(task: _Task, fetched: Fetched, options: CrawlOptions) -> _Outcome:
+def examine(task: Task, fetched: Fetched, options: CrawlOptions) -> Outcome:
     """Say what a fetched document is, what it holds and where it leads (runs on fetch threads, in this process
     or a child). Never raises for bad input: failures are statuses in the journal line."""
     prev = task.prev
     use_prev = prev is not None and not options.force
-    cap = _asked(task, options)[1]
+    cap = asked(task, options)[1]
     v = fetched.validators
     line: dict[str, Any] = {
         "href": task.url,
@@ -483,7 +448,7 @@ def examine(task: _Task, fetched: Fetched, options: CrawlOptions) -> _Outcome:
         "mtime_ns": v.mtime_ns,
         "size": v.size,
     }
-    outcome = _Outcome(task, line, [], [], [])
+    outcome = Outcome(task, line, [], [], [])
     digest = content_hash(fetched.body) if fetched.body is not None else None
     if prev is not None and use_prev and (fetched.status == "unchanged" or _same_bytes(digest, prev)):
         line["status"] = "unchanged"
@@ -551,7 +516,7 @@ def examine(task: _Task, fetched: Fetched, options: CrawlOptions) -> _Outcome:
         line["kind"] = "item"
         if isinstance(obj, dict) and isinstance(obj.get("id"), str):
             line["item_ids"] = [obj["id"]]
-        _record(outcome, RawRecord(task.url, body, size=len(body)), "")
+        _record(outcome, RawRecord(task.url, None, obj, size=len(body)), "")  # normalised where it was parsed
     else:
         line["status"] = "not_stac"
         line["message"] = "not a STAC catalog, collection, item or ItemCollection"
@@ -563,13 +528,13 @@ def _same_bytes(digest: str | None, prev: PrevDoc) -> bool:
     return digest is not None and prev.content_hash == digest
 
 
-def _record(outcome: _Outcome, record: RawRecord, suffix: str) -> None:
+def _record(outcome: Outcome, record: RawRecord, suffix: str) -> None:
     outcome.line.setdefault("staged", []).append(suffix)
     if suffix not in outcome.task.skip:  # a resumed crawl staged this one already
         outcome.records.append(record)
 
 
-def _carry(line: dict[str, Any], outcome: _Outcome, prev: PrevDoc, *, follow: bool = True) -> None:
+def _carry(line: dict[str, Any], outcome: Outcome, prev: PrevDoc, *, follow: bool = True) -> None:
     """Keep what the previous run knew (links, item ids, content hash); with `follow`, crawl on below it."""
     line["kind"] = prev.kind
     line.setdefault("content_hash", prev.content_hash)
@@ -591,385 +556,6 @@ def _size(obj: Any) -> int:
         return 0
 
 
-# --------------------------------------------------------------------------------- where fetches run
-
-
-Results = queue.SimpleQueue  # of _Outcome | BaseException
-
-
-class _LocalRunner:
-    """Fetches in this process: http(s) on one libcurl thread (harvester.http_multi), files and S3 on a pool of
-    threads (made on first use: an allow-list may span schemes). Outcomes go to `results`."""
-
-    def __init__(self, options: CrawlOptions, http: HttpOptions, results: Results[Any]) -> None:
-        self.options = options
-        self.http = http
-        self.results = results
-        self.capacity = options.concurrency
-        self._stopping = False
-        self._multi: MultiGet | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._fetchers = Fetchers(max_connections=options.concurrency)
-
-    def submit(self, tasks: list[_Task]) -> None:
-        for task in tasks:
-            if task.url.startswith(("http://", "https://")):
-                if self._multi is None:
-                    self._multi = MultiGet(self.http, self._answered, connections=self.options.concurrency)
-                previous, cap = _asked(task, self.options)
-                self._multi.submit(task.url, task, headers=conditional_headers(previous), max_bytes=cap)
-            else:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="cscale-fetch")
-                self._pool.submit(self._one, task)
-
-    def _answered(self, task: _Task, result: HttpResponse | Exception) -> None:
-        """On the libcurl thread: examining costs ~0.1 ms, less than handing it to another thread would."""
-        try:
-            self.results.put(examine(task, http_fetched(task.url, _asked(task, self.options)[0], result), self.options))
-        except BaseException as exc:
-            self.results.put(exc)
-
-    def _one(self, task: _Task) -> None:
-        try:
-            if self._stopping:
-                raise InterruptedError("crawl stopped")
-            self.results.put(visit(task, self.options, self._fetchers))
-        except BaseException as exc:
-            self.results.put(exc)
-
-    def close(self) -> None:
-        self._stopping = True
-        if self._multi is not None:
-            self._multi.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        self._fetchers.close()
-
-
-class _ChildDied(Exception):
-    pass
-
-
-class _Child:
-    """One fetch process: `python -m harvester.sources_static`, fed pickled task lists on stdin, answering
-    pickled outcome lists on stdout. A plain subprocess rather than multiprocessing: that would re-run the
-    `cscale` entry script (and import the whole CLI, pyarrow and DuckDB) in every child."""
-
-    def __init__(self, options: CrawlOptions, http: HttpOptions, concurrency: int, results: Results[Any]) -> None:
-        env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harvester.sources_static"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        self.results = results
-        self.outstanding = 0
-        self.closing = False
-        self._send((options, http, concurrency))
-        self.reader = threading.Thread(target=self._read, name="cscale-fetch-reader", daemon=True)
-        self.reader.start()
-
-    def _send(self, obj: Any) -> None:
-        assert self.proc.stdin is not None
-        pickle.dump(obj, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        self.proc.stdin.flush()
-
-    def submit(self, tasks: list[_Task]) -> None:
-        self.outstanding += len(tasks)
-        try:
-            self._send(tasks)
-        except (BrokenPipeError, OSError):
-            raise _ChildDied(f"fetch process {self.proc.pid} exited (code {self.proc.poll()})") from None
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        try:
-            while True:
-                batch = pickle.load(self.proc.stdout)
-                if batch is None:
-                    return
-                for outcome in batch:
-                    self.outstanding -= 1
-                    self.results.put(outcome)
-        except (EOFError, OSError, pickle.UnpicklingError) as exc:
-            if not self.closing:
-                self.results.put(_ChildDied(f"fetch process {self.proc.pid} died ({type(exc).__name__})"))
-
-    def close(self) -> None:
-        self.closing = True
-        with contextlib.suppress(OSError, ValueError):
-            self._send(None)
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.reader.join(timeout=5)
-
-
-class _ProcessRunner:
-    """Fetches in child processes, each a _LocalRunner with its share of the connections: parsing JSON (and
-    boto3's requests, ~1 ms each) cost CPU that one interpreter's GIL would serialise."""
-
-    def __init__(self, options: CrawlOptions, http: HttpOptions, results: Results[Any]) -> None:
-        share = max(1, options.concurrency // options.processes)
-        self.children = [_Child(options, http, share, results) for _ in range(options.processes)]
-        self.capacity = 2 * share * len(self.children)  # one queued task per running one keeps them busy
-
-    def submit(self, tasks: list[_Task]) -> None:
-        share = -(-len(tasks) // len(self.children))
-        for start in range(0, len(tasks), share):
-            child = min(self.children, key=lambda c: c.outstanding)
-            child.submit(tasks[start : start + share])
-
-    def close(self) -> None:
-        for child in self.children:
-            child.close()
-
-
-def _child_main() -> None:
-    """The fetch process: read task lists, fetch them (as the parent would, see _LocalRunner), write outcome
-    lists back."""
-    protocol = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # anything printed goes to stderr, never into the protocol stream
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes our stdin
-    source = sys.stdin.buffer
-    options, http, concurrency = pickle.load(source)
-    outcomes: queue.SimpleQueue[_Outcome | BaseException | None] = queue.SimpleQueue()
-    runner = _LocalRunner(dataclasses.replace(options, concurrency=concurrency), http, outcomes)
-    outstanding = 0
-    lock = threading.Lock()
-    finished = threading.Event()
-
-    def write() -> None:
-        nonlocal outstanding
-        while True:
-            batch: list[Any] = [outcomes.get()]
-            while True:
-                try:
-                    batch.append(outcomes.get_nowait())
-                except queue.Empty:
-                    break
-            # An exception is a bug, not bad input (the parent raises it); its own class may not unpickle there.
-            batch = [RuntimeError(f"fetch process failed: {o!r}") if isinstance(o, BaseException) else o for o in batch]
-            pickle.dump(batch, protocol, protocol=pickle.HIGHEST_PROTOCOL)
-            protocol.flush()
-            with lock:
-                outstanding -= len(batch)
-                if finished.is_set() and outstanding == 0:
-                    return
-
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    try:
-        while (batch := pickle.load(source)) is not None:
-            with lock:
-                outstanding += len(batch)
-            runner.submit(batch)
-    except (EOFError, OSError):
-        os._exit(1)  # the parent is gone: nobody wants the answers
-    with lock:
-        finished.set()
-        idle = outstanding == 0
-    if not idle:
-        writer.join()
-    pickle.dump(None, protocol)
-    protocol.flush()
-    runner.close()
-
-
-# ------------------------------------------------------------------------------------------- the crawler
-
-
-_DONE = object()
-RECORDS_BUFFERED = 4_000  # records between the crawl and its consumer (~60 MB of 15 KB items)
-
-
-class Crawler:
-    """Walks a static tree. `records()` yields the raw item records; `journal` receives each settled document's
-    line before any record read from it is yielded (write-ahead)."""
-
-    def __init__(
-        self,
-        root: str,
-        *,
-        options: CrawlOptions,
-        http: HttpOptions,
-        previous: Previous,
-        journal: Callable[[list[dict[str, Any]]], None],
-        resume: Resume | None = None,
-    ) -> None:
-        self.root = root
-        self.options = options
-        self.http = http
-        self.previous = previous
-        self.journal = journal
-        self.resume = resume
-        self.stats = CrawlStats()
-        self._stop = threading.Event()  # the consumer went away: stop crawling
-        self._room = threading.Condition()
-        self._buffered = 0  # records handed to the consumer's queue and not taken yet
-        self.visited: set[int] = set()
-        self.parents: dict[int, int] = {}
-
-    # -- the consumer side ------------------------------------------------------------------------------
-    def records(self) -> Iterator[RawRecord]:
-        out: queue.Queue[Any] = queue.Queue()  # lists of records, bounded by RECORDS_BUFFERED (see _put)
-        thread = threading.Thread(target=self._run, args=(out,), name="cscale-crawl", daemon=True)
-        thread.start()
-        try:
-            while True:
-                batch = out.get()
-                if batch is _DONE:
-                    return
-                if isinstance(batch, BaseException):
-                    raise batch
-                with self._room:
-                    self._buffered -= len(batch)
-                    self._room.notify()
-                yield from batch
-        finally:
-            self._stop.set()
-            with self._room:
-                self._room.notify_all()  # unblock a producer waiting for room
-            thread.join()
-
-    # -- the scheduler (one thread) ---------------------------------------------------------------------
-    def _run(self, out: queue.Queue[Any]) -> None:
-        try:
-            self._schedule(out)
-            self._put(out, _DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._put(out, exc)
-
-    def _put(self, out: queue.Queue[Any], value: Any) -> None:
-        """Hand a list of records (or the end) to the consumer, waiting while RECORDS_BUFFERED are waiting.
-
-        The bound counts records, not lists: the consumer takes them in chunks of ~1,000 and then waits for a
-        normalising worker; room for a few chunks keeps the fetches going meanwhile. A bound of 64 small lists
-        (~100 records) stalled the crawl each time: 20k heavy items took 24 s instead of 19 s (measured A/B)."""
-        size = len(value) if isinstance(value, list) else 0
-        with self._room:
-            while self._buffered and self._buffered + size > RECORDS_BUFFERED and not self._stop.is_set():
-                self._room.wait(0.1)
-            if self._stop.is_set():
-                return
-            self._buffered += size
-        out.put(value)
-
-    def _schedule(self, out: queue.Queue[Any]) -> None:
-        items: deque[_Task] = deque()
-        containers: deque[_Task] = deque()
-        if self.resume is not None:
-            self.visited = set(self.resume.visited)
-            self.parents = dict(self.resume.parents)
-            for url, expect, parent in self.resume.frontier:
-                task = self._task(url, expect, parent, frozenset(self.resume.staged.get(url, ())))
-                (items if expect == "item" else containers).append(task)
-        else:
-            self.visited = {url_key(self.root)}
-            self.parents = {}
-            containers.append(self._task(self.root, "container", None, frozenset()))
-        results: Results[Any] = queue.SimpleQueue()
-        runner: _LocalRunner | _ProcessRunner
-        if self.options.processes > 0:
-            runner = _ProcessRunner(self.options, self.http, results)
-        else:
-            runner = _LocalRunner(self.options, self.http, results)
-        outstanding = 0
-        try:
-            while (items or containers or outstanding) and not self._stop.is_set():
-                # Items first (they drain), containers depth-first: the frontier stays small.
-                batch: list[_Task] = []
-                while outstanding + len(batch) < runner.capacity and (items or containers):
-                    batch.append(items.popleft() if items else containers.pop())
-                if batch:
-                    runner.submit(batch)
-                    outstanding += len(batch)
-                done = [results.get()]
-                while True:  # everything else already finished goes in the same journal write
-                    try:
-                        done.append(results.get_nowait())
-                    except queue.Empty:
-                        break
-                outstanding -= len(done)
-                lines: list[dict[str, Any]] = []
-                records: list[RawRecord] = []
-                for outcome in done:
-                    if isinstance(outcome, BaseException):
-                        raise outcome
-                    self._settle(outcome, items, containers)
-                    lines.append(outcome.line)
-                    records.extend(outcome.records)
-                self.journal(lines)  # before the records go anywhere: write-ahead
-                if records:
-                    self.stats.records += len(records)
-                    self._put(out, records)
-        finally:
-            runner.close()
-
-    def _task(self, url: str, expect: str, parent: str | None, skip: frozenset[str]) -> _Task:
-        return _Task(url, expect, parent, self.previous.get(url), skip)
-
-    def _settle(self, outcome: _Outcome, items: deque[_Task], containers: deque[_Task]) -> None:
-        """Decide, for each link found, whether to visit it (allowed, not seen) and record why not otherwise."""
-        task, line = outcome.task, outcome.line
-        line["parent"] = task.parent
-        skipped: list[list[str]] = []
-        key = url_key(task.url)
-        for expect, targets in (("container", outcome.containers), ("item", outcome.items)):
-            for target in targets:
-                if not allowed(target, self.options.allow):
-                    skipped.append([target, "outside_root"])
-                    continue
-                target_key = url_key(target)
-                if target_key in self.visited:
-                    skipped.append([target, "loop" if self._is_ancestor(target_key, key) else "duplicate"])
-                    continue
-                self.visited.add(target_key)
-                if expect == "container":
-                    self.parents[target_key] = key
-                new = self._task(target, expect, task.url, frozenset())
-                (items if expect == "item" else containers).append(new)
-        if skipped:
-            line["skipped"] = skipped
-        stats = self.stats
-        stats.documents += 1
-        stats.skipped += len(skipped)
-        status = line["status"]
-        if status == "unchanged":
-            stats.unchanged += 1
-        elif status in FAILURES:
-            stats.failed += 1
-        elif line.get("size"):
-            stats.fetched += 1
-            stats.bytes += int(line["size"])
-
-    def _is_ancestor(self, candidate: int, key: int) -> bool:
-        current: int | None = key
-        for _ in range(10_000):  # parents form a tree (each container is entered once), so this ends
-            if current is None:
-                return False
-            if current == candidate:
-                return True
-            current = self.parents.get(current)
-        return False
-
-
 def describe(url: str) -> str:
     """A URL for messages: file:// shown as a path, credentials never shown."""
     return url[len("file://") :] if url.startswith("file://") else redact(url)
-
-
-if __name__ == "__main__":
-    # Run as the fetch process. Through the imported module, so that what is pickled back names
-    # harvester.sources_static's classes, not __main__'s.
-    from harvester import sources_static
-
-    sources_static._child_main()

@@ -172,6 +172,20 @@ class Stage:
         self._seq += count
         return run, self.dir / f"run-{run:06d}.arrow", first
 
+    def reserve_run(self) -> tuple[int, Path]:
+        """Reserve a run number and its file, for records whose sequence numbers are given when the run arrives
+        (see attach_arrived)."""
+        run, path, _ = self.reserve(0)
+        return run, path
+
+    def attach_arrived(self, run_file: RunFile) -> None:
+        """Attach a run whose rows get their sequence numbers now, in the order runs arrive."""
+        rows = run_file.meta.num_rows
+        seq = pa.array(range(self._seq, self._seq + rows), pa.int64())
+        self._seq += rows
+        meta = run_file.meta.set_column(run_file.meta.schema.get_field_index("seq"), "seq", seq)
+        self.attach(RunFile(run_file.path, meta))
+
     def add_records(self, records: Sequence[Record]) -> None:
         if records:
             run, path, first = self.reserve(len(records))

@@ -13,9 +13,9 @@ import shapely
 from shapely.geometry import shape
 from stac_geoparquet.arrow import stac_table_to_items
 
-from harvester.ingest import IngestOptions, ingest, normalise_chunk
+from harvester.ingest import IngestOptions, ingest
 from harvester.reader import iter_items
-from harvester.records import OVERFLOW, Record
+from harvester.records import OVERFLOW, Record, normalise_chunk
 from harvester.sources_file import FileSummary, read_records
 from harvester.store import Store
 from harvester.timeutil import parse_datetime
