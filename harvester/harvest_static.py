@@ -63,6 +63,7 @@ from harvester.sources_static import (
 )
 from harvester.staging import Stage
 from harvester.static_crawl import Crawler
+from harvester.static_workers import Workers
 from harvester.storage import LocalStorage
 from harvester.store import Store
 
@@ -385,43 +386,76 @@ def harvest_static(
     key = state_key(options.provider, root)
     previous_value = base.state.get(key) if base else None
     folder = (options.workdir or default_workdir(store)) / "static" / _folder_name(options.provider, root)
+    crawl = CrawlOptions(
+        allow=allow,
+        concurrency=options.concurrency,
+        max_item_bytes=options.max_item_bytes,
+        max_document_bytes=options.max_document_bytes,
+        force=options.force,
+    )
     with _locked(folder, f"{options.provider} from {describe(root)}"):
-        header = {
-            "format": JOURNAL_FORMAT,
-            "provider": options.provider,
-            "root": root,
-            "allow": list(allow),
-            "force": options.force,
-            "max_item_bytes": options.max_item_bytes,
-            "max_document_bytes": options.max_document_bytes,
-            "base_state": previous_value.get("files") if isinstance(previous_value, dict) else None,
-        }
-        journal = Journal(folder)
-        resumable = not options.restart and journal.header() == header
-        if not resumable:
-            _clear(folder)
-        stage = Stage(path=folder / "stage")
-        tally = Tally(options.provider, root)
-        resume = _resume(journal, header, stage, root, tally) if resumable else None
-        if resume is None:
-            if resumable:  # nothing was settled whole: start afresh, without what was staged in part
-                stage.discard()
-                _clear(folder)
-                stage = Stage(path=folder / "stage")
-            journal.start(header)
-        prev_path = _load_previous(store, previous_value, folder)
-        previous = PreviousState(pq.read_table(prev_path) if prev_path else None)
+        # Started first: they import while the journal and the previous state are read.
+        workers = Workers(options.workers or os.cpu_count() or 1, crawl, options.http, options.provider)
         try:
-            result = _crawl_and_commit(
-                store, options, root, allow, base, key, previous, prev_path, folder, journal, stage, tally,
-                resume, progress=progress, log_step=log_step, started=started, clock=clock,
-            )  # fmt: skip
+            return _prepared(store, options, root, allow, base, key, previous_value, folder, workers, clock, started,
+                             progress=progress, log_step=log_step)  # fmt: skip
         finally:
-            journal.close()
-            stage.close()
-        # Committed (or nothing to commit): the leftovers have served their purpose.
+            workers.close()
+
+
+def _prepared(
+    store: Store,
+    options: StaticOptions,
+    root: str,
+    allow: tuple[str, ...],
+    base: Manifest | None,
+    key: str,
+    previous_value: Any,
+    folder: Path,
+    workers: Workers,
+    clock: float,
+    started: datetime,
+    *,
+    progress: bool,
+    log_step: Callable[[str], None] | None,
+) -> StaticResult:
+    """The journal (resumed or new), the previous state, the crawl and the commit, in the locked work folder."""
+    header = {
+        "format": JOURNAL_FORMAT,
+        "provider": options.provider,
+        "root": root,
+        "allow": list(allow),
+        "force": options.force,
+        "max_item_bytes": options.max_item_bytes,
+        "max_document_bytes": options.max_document_bytes,
+        "base_state": previous_value.get("files") if isinstance(previous_value, dict) else None,
+    }
+    journal = Journal(folder)
+    resumable = not options.restart and journal.header() == header
+    if not resumable:
         _clear(folder)
-        return result
+    stage = Stage(path=folder / "stage")
+    tally = Tally(options.provider, root)
+    resume = _resume(journal, header, stage, root, tally) if resumable else None
+    if resume is None:
+        if resumable:  # nothing was settled whole: start afresh, without what was staged in part
+            stage.discard()
+            _clear(folder)
+            stage = Stage(path=folder / "stage")
+        journal.start(header)
+    prev_path = _load_previous(store, previous_value, folder)
+    previous = PreviousState(pq.read_table(prev_path) if prev_path else None)
+    try:
+        result = _crawl_and_commit(
+            store, options, root, allow, base, key, previous, prev_path, folder, journal, stage, tally,
+            resume, workers, progress=progress, log_step=log_step, started=started, clock=clock,
+        )  # fmt: skip
+    finally:
+        journal.close()
+        stage.close()
+    # Committed (or nothing to commit): the leftovers have served their purpose.
+    _clear(folder)
+    return result
 
 
 def _folder_name(provider: str, root: str) -> str:
@@ -511,19 +545,13 @@ def _crawl_and_commit(
     stage: Stage,
     tally: Tally,
     resume: Resume | None,
+    workers: Workers,
     *,
     progress: bool,
     log_step: Callable[[str], None] | None,
     started: datetime,
     clock: float,
 ) -> StaticResult:
-    crawl_options = CrawlOptions(
-        allow=allow,
-        concurrency=options.concurrency,
-        max_item_bytes=options.max_item_bytes,
-        max_document_bytes=options.max_document_bytes,
-        force=options.force,
-    )
 
     def on_lines(lines: list[dict[str, Any]]) -> None:
         journal.write(lines)
@@ -532,10 +560,8 @@ def _crawl_and_commit(
 
     crawler = Crawler(
         root,
-        options=crawl_options,
-        http=options.http,
-        provider=options.provider,
-        workers=options.workers or os.cpu_count() or 1,
+        options=workers.setup.crawl,
+        workers=workers,
         previous=previous,
         stage=stage,
         journal=on_lines,
@@ -550,6 +576,7 @@ def _crawl_and_commit(
     label = f"harvest static {options.provider}"
     with _Progress(progress, label, len(previous), read):
         crawler.run()
+    workers.close()  # their memory is the commit's now
     crawl_seconds = time.monotonic() - clock
     journal.close()
     if tally.root_line is None or tally.root_line["status"] in FAILURES:

@@ -11,10 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harvester.http import HttpOptions
 from harvester.sources_static import FAILURES, CrawlOptions, Outcome, Previous, Resume, Task, allowed, url_key
 from harvester.staging import Stage
-from harvester.static_workers import Batch, BatchResult, Workers, WorkerSetup
+from harvester.static_workers import Batch, BatchResult, Workers
 
 ITEM_BATCH = 1_000  # item documents per batch: one staged run each (~15 MB of heavy items in a worker)
 CONTAINER_BATCH = 16  # catalogs are few and lead to everything else: they go out in small batches, soon
@@ -35,17 +34,15 @@ class CrawlStats:
 
 
 class Crawler:
-    """Walks a static tree from `root` into `stage`; `journal` receives each batch's settled documents' lines
-    before the batch's records are staged."""
+    """Walks a static tree from `root` into `stage` with `workers` (whose options must be `options`); `journal`
+    receives each batch's settled documents' lines before the batch's records are staged."""
 
     def __init__(
         self,
         root: str,
         *,
         options: CrawlOptions,
-        http: HttpOptions,
-        provider: str,
-        workers: int,
+        workers: Workers,
         previous: Previous,
         stage: Stage,
         journal: Callable[[list[dict[str, Any]]], None],
@@ -57,8 +54,7 @@ class Crawler:
         self.stage = stage
         self.journal = journal
         self.resume = resume
-        self.workers = max(1, workers)
-        self.setup = WorkerSetup(options, http, provider, max(1, options.concurrency // self.workers))
+        self.workers = workers
         self.stats = CrawlStats()
         self.visited: set[int] = set()
         self.parents: dict[int, int] = {}
@@ -77,31 +73,30 @@ class Crawler:
             self.visited = {url_key(self.root)}
             self.parents = {}
             containers.append(self._task(self.root, "container", None, frozenset()))
-        workers = Workers(self.workers, self.setup)
+        workers = self.workers
         in_flight = [0] * workers.count
-        try:
-            while items or containers or any(in_flight):
-                self._dispatch(workers, in_flight, items, containers)
-                index, answer = workers.results.get()
-                in_flight[index] -= 1
-                if isinstance(answer, BaseException):
-                    raise answer
-                self._take(answer, items, containers)
-        finally:
-            workers.close()
+        while items or containers or any(in_flight):
+            self._dispatch(workers, in_flight, items, containers)
+            index, answer = workers.results.get()
+            in_flight[index] -= 1
+            if isinstance(answer, BaseException):
+                raise answer
+            self._take(answer, items, containers)
 
     def _dispatch(self, workers: Workers, in_flight: list[int], items: deque[Task], containers: deque[Task]) -> None:
         """Fill every worker's free batch slots. Full item batches first (they drain the frontier), then
-        catalogs (depth-first: the frontier stays small), then what items are left, spread over the free slots
-        so that the last batches of a crawl end together."""
+        catalogs (depth-first: the frontier stays small). Once no catalog is left to read, the items left are
+        spread over all the workers' slots, so that the crawl's last batches end together (with full batches,
+        one worker went on alone for a whole batch, ~0.5 s of a 7 s crawl)."""
         while True:
             free = [i for i in range(workers.count) if in_flight[i] < BATCHES_PER_WORKER]
             if not free or not (items or containers):
                 return
             index = min(free, key=lambda i: in_flight[i])
             if len(items) >= ITEM_BATCH or (items and not containers):
-                slots = sum(BATCHES_PER_WORKER - in_flight[i] for i in free)
-                size = min(ITEM_BATCH, max(1, math.ceil(len(items) / slots)))
+                size = ITEM_BATCH
+                if not containers:
+                    size = min(size, math.ceil(len(items) / (workers.count * BATCHES_PER_WORKER)))
                 tasks = [items.popleft() for _ in range(min(size, len(items)))]
             else:
                 tasks = [containers.pop() for _ in range(min(CONTAINER_BATCH, len(containers)))]
