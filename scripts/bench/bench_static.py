@@ -431,7 +431,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         epilog="Inputs and trees are cached in WORKDIR (inputs/, static/); outputs go to WORKDIR/out-static. "
         "Needs nginx (as root: apt-get install -y nginx).",
     )
-    parser.add_argument("--count", type=int, default=20000, help="items in the tree (default 20000)")
+    parser.add_argument(
+        "--count", type=int, default=100000, help="items in the tree (default 100000, the size the issue measures)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--input", type=Path, help="an NDJSON file of items instead of generating them")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".bench", help="cache and outputs (default .bench)")
