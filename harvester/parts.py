@@ -25,7 +25,9 @@ ROW_GROUP_BYTES = 24 << 20
 ROW_GROUP_ROWS = 20_000  # at most
 MIN_GROUP_ROWS = 1_000
 COMPRESSION = "zstd"
-COMPRESSION_LEVEL = 6
+# zstd 1 against 6 on 20k heavy items (scripts: parts written by write_part): 0.62 s against 1.2 s of CPU, 6.89 %
+# against 6.82 % of the NDJSON (level 3 is larger than both: 7.21 %). Reading costs the same.
+COMPRESSION_LEVEL = 1
 
 
 def part_schema(schema: pa.Schema, collection: Mapping[str, Any] | None, collection_id: str | None) -> pa.Schema:
