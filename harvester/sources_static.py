@@ -340,8 +340,8 @@ def s3_client(max_connections: int) -> Any:
 
 
 class Fetchers:
-    """One blocking fetcher per scheme but http(s) (see _LocalRunner), made on first use (an allow-list may span
-    schemes)."""
+    """One blocking fetcher per scheme but http(s) (which harvester.http_multi fetches), made on first use (an
+    allow-list may span schemes)."""
 
     def __init__(self, *, max_connections: int) -> None:
         self.max_connections = max_connections
@@ -433,8 +433,8 @@ def asked(task: Task, options: CrawlOptions) -> tuple[Validators | None, int]:
 
 
 def examine(task: Task, fetched: Fetched, options: CrawlOptions) -> Outcome:
-    """Say what a fetched document is, what it holds and where it leads (runs on fetch threads, in this process
-    or a child). Never raises for bad input: failures are statuses in the journal line."""
+    """Say what a fetched document is, what it holds and where it leads (runs in the crawl's workers, see
+    harvester.static_workers). Never raises for bad input: failures are statuses in the journal line."""
     prev = task.prev
     use_prev = prev is not None and not options.force
     cap = asked(task, options)[1]

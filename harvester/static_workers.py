@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,9 +87,9 @@ class Worker:
     """Reads batches: starts every fetch of a batch at once (the fetchers bound what is in flight), examines and
     normalises documents as they arrive, and when a batch's last document is in, writes its run and answers."""
 
-    def __init__(self, setup: WorkerSetup, answer: Any) -> None:
+    def __init__(self, setup: WorkerSetup, answer: Callable[[Answer], None]) -> None:
         self.setup = setup
-        self.answer = answer  # Callable[[Answer], None], called on the worker's thread
+        self.answer = answer  # called on the worker's thread
         self._inbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._multi: MultiGet | None = None
         self._pool: ThreadPoolExecutor | None = None
