@@ -1,7 +1,7 @@
 """`cscale archive ...`: index S3 archives of Sentinel and Landsat products into the snapshot.
 
-Registered by harvester/cli.py (EXTENSION_COMMANDS). harvester.cli's helpers are imported inside the command:
-harvester.cli imports this module while it is itself being imported.
+Registered by harvester/cli.py (EXTENSION_COMMANDS), which imports this module only when the command is used. Its
+exit codes read differently from the other commands' (code 3 is about the archive).
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import click
+
+from harvester.cli import Context, progress_line, quarantine_exit, report_run, run_safely
 
 EXIT_CODES = """\b
 Exit codes:
@@ -103,7 +105,6 @@ def index(
       cscale archive index s3://incd/ --site INCD --inventory s3://inv/incd/daily/ --store ./store
     """
     from archive.index import IndexOptions, index_archive
-    from harvester.cli import Context, progress_line, quarantine_exit, report_run, run_safely
     from harvester.store import Store
 
     context = ctx if isinstance(ctx, Context) else Context(0, False)

@@ -16,8 +16,17 @@ import orjson
 import pyarrow as pa
 
 from harvester.errors import CscaleError, InputError
-from harvester.exit_codes import EXIT_CODES
 from harvester.output import FORMATS, default_format, emit_table, text_table
+
+EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  finished, but the share of quarantined records is above --max-quarantined
+  2  usage error (bad option or argument)
+  3  input error (a file or URL cannot be read)
+  4  store error (not writable, missing bucket, corrupt or missing version)
+  5  another writer kept committing first (after retries)
+  6  unexpected internal error (run with -v for the traceback)"""
 
 STORE_HELP = "Snapshot store: a folder or s3://bucket/prefix (default: $CSCALE_STORE)."
 log = logging.getLogger("cscale")

@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import click
 import pyarrow as pa
 
+from harvester.cli import EXIT_CODES, Context, progress_line, quarantine_exit, run_safely
 from harvester.errors import CscaleError, InputError
-from harvester.exit_codes import EXIT_CODES
 from harvester.http import redact
 from harvester.output import FORMATS, default_format, emit_table
 from harvester.sources_api import parse_duration
@@ -359,7 +359,6 @@ _Harvested = tuple[int | None, dict[str, int], int, str]
 def _harvest_api(store: Any, source: Source, environ: Mapping[str, str], progress: bool) -> _Harvested:
     from datetime import timedelta
 
-    from harvester.cli import Context, progress_line, quarantine_exit
     from harvester.harvest_api import ApiOptions, auth_headers, harvest_api
     from harvester.http import HttpOptions
 
@@ -392,7 +391,6 @@ def _harvest_api(store: Any, source: Source, environ: Mapping[str, str], progres
 
 
 def _harvest_static(store: Any, source: Source, environ: Mapping[str, str], progress: bool) -> _Harvested:
-    from harvester.cli import quarantine_exit
     from harvester.harvest_static import StaticOptions, harvest_static
     from harvester.http import HttpOptions
 
@@ -421,7 +419,6 @@ def _harvest_static(store: Any, source: Source, environ: Mapping[str, str], prog
 
 def _harvest_archive(store: Any, source: Source, environ: Mapping[str, str], progress: bool) -> _Harvested:
     from archive.index import IndexOptions, index_archive
-    from harvester.cli import Context, progress_line, quarantine_exit
 
     s = source.settings
     options = IndexOptions(
@@ -498,7 +495,6 @@ def run(ctx: Any, config_path: Path, store_root: str | None, only: tuple[str, ..
     Example:
       EODC_TOKEN=... cscale harvest run --config federation.toml --store ./store
     """
-    from harvester.cli import Context, run_safely
 
     context = ctx if isinstance(ctx, Context) else Context(0, False)
 

@@ -39,10 +39,19 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harvester.cli import MAX_QUARANTINED, WORKERS, format_option, store_option
+from harvester.cli import (
+    EXIT_CODES,
+    MAX_QUARANTINED,
+    WORKERS,
+    format_option,
+    progress_line,
+    quarantine_exit,
+    report_run,
+    run_safely,
+    store_option,
+)
 from harvester.commit import CommitRequest, CommitResult, commit_stage
 from harvester.errors import InputError
-from harvester.exit_codes import EXIT_CODES
 from harvester.http import (
     HttpClient,
     HttpOptions,
@@ -942,7 +951,6 @@ def api(
           --collections sentinel-2-l2a --since 2024-01-01 --store ./store
       TOKEN=... cscale harvest api https://stac.example.org --provider X --bearer-env TOKEN --store ./store
     """
-    from harvester.cli import progress_line, quarantine_exit, report_run, run_safely
 
     def body() -> int:
         if not provider.strip() or "|" in provider:

@@ -42,10 +42,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harvester.cli import MAX_QUARANTINED, format_option, store_option
+from harvester.cli import (
+    EXIT_CODES,
+    MAX_QUARANTINED,
+    format_option,
+    quarantine_exit,
+    report_run,
+    run_safely,
+    store_option,
+)
 from harvester.commit import CommitRequest, CommitResult, commit_stage
 from harvester.errors import InputError
-from harvester.exit_codes import EXIT_CODES
 from harvester.http import HttpOptions
 from harvester.manifest import Manifest
 from harvester.records import DEFAULT_MAX_ITEM_BYTES
@@ -393,69 +400,48 @@ def harvest_static(
         max_document_bytes=options.max_document_bytes,
         force=options.force,
     )
-    with _locked(folder, f"{options.provider} from {describe(root)}"):
-        # Started first: they import while the journal and the previous state are read.
-        workers = Workers(options.workers or os.cpu_count() or 1, crawl, options.http, options.provider)
-        try:
-            return _prepared(store, options, root, allow, base, key, previous_value, folder, workers, clock, started,
-                             progress=progress, log_step=log_step)  # fmt: skip
-        finally:
-            workers.close()
-
-
-def _prepared(
-    store: Store,
-    options: StaticOptions,
-    root: str,
-    allow: tuple[str, ...],
-    base: Manifest | None,
-    key: str,
-    previous_value: Any,
-    folder: Path,
-    workers: Workers,
-    clock: float,
-    started: datetime,
-    *,
-    progress: bool,
-    log_step: Callable[[str], None] | None,
-) -> StaticResult:
-    """The journal (resumed or new), the previous state, the crawl and the commit, in the locked work folder."""
-    header = {
-        "format": JOURNAL_FORMAT,
-        "provider": options.provider,
-        "root": root,
-        "allow": list(allow),
-        "force": options.force,
-        "max_item_bytes": options.max_item_bytes,
-        "max_document_bytes": options.max_document_bytes,
-        "base_state": previous_value.get("files") if isinstance(previous_value, dict) else None,
-    }
-    journal = Journal(folder)
-    resumable = not options.restart and journal.header() == header
-    if not resumable:
-        _clear(folder)
-    stage = Stage(path=folder / "stage")
-    tally = Tally(options.provider, root)
-    resume = _resume(journal, header, stage, root, tally) if resumable else None
-    if resume is None:
-        if resumable:  # nothing was settled whole: start afresh, without what was staged in part
-            stage.discard()
+    count = options.workers or os.cpu_count() or 1
+    # The workers start first: they import what they need while the journal and the previous state are read.
+    with (
+        _locked(folder, f"{options.provider} from {describe(root)}"),
+        Workers(count, crawl, options.http, options.provider) as workers,
+    ):
+        header = {
+            "format": JOURNAL_FORMAT,
+            "provider": options.provider,
+            "root": root,
+            "allow": list(allow),
+            "force": options.force,
+            "max_item_bytes": options.max_item_bytes,
+            "max_document_bytes": options.max_document_bytes,
+            "base_state": previous_value.get("files") if isinstance(previous_value, dict) else None,
+        }
+        journal = Journal(folder)
+        resumable = not options.restart and journal.header() == header
+        if not resumable:
             _clear(folder)
-            stage = Stage(path=folder / "stage")
-        journal.start(header)
-    prev_path = _load_previous(store, previous_value, folder)
-    previous = PreviousState(pq.read_table(prev_path) if prev_path else None)
-    try:
-        result = _crawl_and_commit(
-            store, options, root, allow, base, key, previous, prev_path, folder, journal, stage, tally,
-            resume, workers, progress=progress, log_step=log_step, started=started, clock=clock,
-        )  # fmt: skip
-    finally:
-        journal.close()
-        stage.close()
-    # Committed (or nothing to commit): the leftovers have served their purpose.
-    _clear(folder)
-    return result
+        stage = Stage(path=folder / "stage")
+        tally = Tally(options.provider, root)
+        resume = _resume(journal, header, stage, root, tally) if resumable else None
+        if resume is None:
+            if resumable:  # nothing was settled whole: start afresh, without what was staged in part
+                stage.discard()
+                _clear(folder)
+                stage = Stage(path=folder / "stage")
+            journal.start(header)
+        prev_path = _load_previous(store, previous_value, folder)
+        previous = PreviousState(pq.read_table(prev_path) if prev_path else None)
+        try:
+            result = _crawl_and_commit(
+                store, options, root, allow, base, key, previous, prev_path, folder, journal, stage, tally,
+                resume, workers, progress=progress, log_step=log_step, started=started, clock=clock,
+            )  # fmt: skip
+        finally:
+            journal.close()
+            stage.close()
+        # Committed (or nothing to commit): the leftovers have served their purpose.
+        _clear(folder)
+        return result
 
 
 def _folder_name(provider: str, root: str) -> str:
@@ -824,7 +810,6 @@ def static(
       cscale harvest static https://example.org/stac/catalog.json --provider CESNET --store ./store
       cscale harvest static s3://bucket/stac/catalog.json --provider EODC --store s3://snapshots/fed
     """
-    from harvester.cli import quarantine_exit, report_run, run_safely
 
     def body() -> int:
         if not provider.strip() or "|" in provider:

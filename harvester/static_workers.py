@@ -258,6 +258,12 @@ class Workers:
         else:
             self._children = [_Child(i, setup, self.results) for i in range(self.count)]
 
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def submit(self, index: int, batch: Batch) -> None:
         if self._local is not None:
             self._local.submit(batch)

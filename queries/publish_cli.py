@@ -9,8 +9,7 @@ import click
 import orjson
 import pyarrow as pa
 
-from harvester.cli import format_option, store_option
-from harvester.exit_codes import EXIT_CODES
+from harvester.cli import EXIT_CODES, format_option, progress_line, run_safely, store_option
 from harvester.output import default_format, emit_table, text_table
 
 
@@ -76,7 +75,6 @@ def publish(
       cscale publish --store ./store --out ./catalog
       cscale publish --store s3://bucket/store --out s3://public/stac --href-base https://public.example.org/stac
     """
-    from harvester.cli import progress_line, run_safely
     from harvester.store import Store
     from queries.publish import PublishOptions
     from queries.publish import publish as run_publish

@@ -12,8 +12,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harvester.cli import EXIT_CODES, run_safely
 from harvester.errors import InputError
-from harvester.exit_codes import EXIT_CODES
 from harvester.output import emit_table
 
 FORMATS = ("itemcollection", "ndjson", "geoparquet", "csv", "table")
@@ -91,7 +91,6 @@ def search(
       cscale search --store ./store --filter "eo:cloud_cover < 10" --sortby -datetime --format itemcollection
       cscale search --store https://example.org/cscale --ids LC08_L2SP_192027_20210702_20210712_02_T1
     """
-    from harvester.cli import run_safely
     from queries.search import Searcher, SearchResult, combine, decode_token, make_query, parse_fields
 
     def body() -> int:
