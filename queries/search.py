@@ -39,7 +39,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -71,6 +71,7 @@ from queries.search_cache import (
     lookup_ids,
     narrow_path,
 )
+from queries.search_rows import RowCopies, build_row_copies, rows_path
 
 log = logging.getLogger(__name__)
 
@@ -428,8 +429,11 @@ class SearchResult:
     def table(self) -> pa.Table:
         """The page's rows as one Arrow table in stac-geoparquet layout (cscale's columns included). Parts that
         disagree on a column's type are unified as the commit does: the losing values go to `cscale:overflow`.
-        When merged, `cscale:providers` and `cscale:hrefs` list the replicas of each product."""
+        When merged, `cscale:providers` and `cscale:hrefs` list the replicas of each product. Needs a search made
+        with `arrow=True` (otherwise items may have come from row copies, which hold no Arrow rows)."""
         if self._table is None:
+            if self.hits and len(self._rows) != len(self.items):
+                raise InputError("this page's rows were not kept as Arrow: search with arrow=True to get result.table")
             self._table = _page_table(self._rows)
             if self.query.merge and self.hits:
                 replicas = [item["properties"].get(REPLICAS_PROPERTY, []) for item in self.items]
@@ -523,6 +527,8 @@ class Searcher:
         self._all_columns: set[str] | None = None
         self._narrow_used = 0
         self._reader = _PartReader(self.storage)
+        self.root = root
+        self.row_copies = RowCopies(self.part_cache.folder)
 
     @property
     def version(self) -> int:
@@ -540,10 +546,17 @@ class Searcher:
 
     # -- the search ------------------------------------------------------------------------------------------------
     def search(
-        self, query: Query, *, token: str | None = None, explain: bool = False, fetch: bool = True
+        self,
+        query: Query,
+        *,
+        token: str | None = None,
+        explain: bool = False,
+        fetch: bool = True,
+        arrow: bool = False,
     ) -> SearchResult:
         """One page. With `fetch=False` only the hits (provider, id, where) are found: no rows are read whole,
-        `items` stays empty."""
+        `items` stays empty. With `arrow`, the page's rows are read from the parts and kept as Arrow
+        (`result.table`); otherwise items come from the row copies where prepare() made them."""
         started = time.perf_counter()
         offset = 0
         if token is not None:
@@ -566,7 +579,7 @@ class Searcher:
         notes["parts_read"] = len(parts)
         notes["narrow_copies"] = self._narrow_used if parts else 0
         t1 = time.perf_counter()
-        items, tables = self._materialise(query, hits) if fetch else ([], [])
+        items, tables = self._materialise(query, hits, arrow, notes) if fetch else ([], [])
         notes["rows_fetched_from_parts"] = len(
             {(p, r) for h in hits for p, r, _ in (h.replicas or [(h.part, h.row, "")])}
         )
@@ -802,9 +815,14 @@ class Searcher:
             log.warning("cannot write a narrow copy of %s in %s: %s", part.path, target.parent, exc)
             return False
 
-    def prepare(self) -> dict[str, float]:
-        """Do now what searches would do lazily: narrow copies of every part, footer facts, the id index.
-        A server opening a new version calls this once; returns seconds per step."""
+    def prepare(
+        self, *, rows: bool = True, workers: int | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, float]:
+        """Do now what searches would do lazily: narrow copies of every part, footer facts, the id index; and
+        what only this does: the row copies (queries.search_rows), unless `rows` is false. A server opening a new
+        version, or a cron job after a harvest, calls this once; parts already prepared (for this or an earlier
+        version) cost nothing. `progress(items done, items to do)` follows the row copies. Returns seconds per
+        step."""
         timings = {}
         started = time.perf_counter()
         everything = list(range(len(self.manifest.parts)))
@@ -820,7 +838,37 @@ class Searcher:
             if not target.exists():
                 build_id_index(self.con, self.urls, target)
         timings["id_index_s"] = time.perf_counter() - started
+        if rows:
+            started = time.perf_counter()
+            self._build_row_copies(workers, progress)
+            timings["row_copies_s"] = time.perf_counter() - started
         return timings
+
+    def _build_row_copies(self, workers: int | None, progress: Callable[[int, int], None] | None) -> None:
+        """Row copies of the parts that have none (queries.search_rows), in worker processes."""
+        folder = self.part_cache.folder
+        if folder is None:
+            log.warning("no writable search cache folder: searches will read whole rows from the parts")
+            return
+        todo = [p for p in self.manifest.parts if not self.row_copies.has(p.path, p.rows)]
+        todo.sort(key=lambda p: -p.rows)  # the biggest first: the workers end together
+        total = sum(p.rows for p in todo)
+        finished = 0
+
+        def done(part_path: str, rows: int, error: str | None) -> None:
+            nonlocal finished
+            if error:
+                log.warning("cannot write the row copy of %s: %s", part_path, error)
+            self.row_copies.forget(part_path)
+            finished += rows
+            if progress:
+                progress(finished, total)
+
+        if progress and todo:
+            progress(0, total)
+        count = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+        jobs = [(p.path, p.rows, rows_path(folder, p.path)) for p in todo]
+        build_row_copies(self.root, jobs, workers=count, done=done)
 
     def _sort_keys(self, query: Query) -> list[tuple[str | None, bool]]:
         """(property, descending) of the order; None is the default key, the item's time."""
@@ -940,21 +988,31 @@ class Searcher:
         return _plan_summary(orjson.loads(rows[0][1]))
 
     # -- phase 2: whole rows of the page, with pyarrow -----------------------------------------------------------
-    def _materialise(self, query: Query, hits: list[Hit]) -> tuple[list[dict[str, Any]], list[tuple[pa.Table, int]]]:
+    def _materialise(
+        self, query: Query, hits: list[Hit], arrow: bool, notes: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[tuple[pa.Table, int]]]:
         if not hits:
             return [], []
         wanted: dict[int, list[int]] = {}
         for hit in hits:
             for part, row, _ in hit.replicas or [(hit.part, hit.row, hit.provider)]:
                 wanted.setdefault(part, []).append(row)
-        paths = {i: self.manifest.parts[i].path for i in wanted}
-        jobs = list(wanted.items())
+        parts = self.manifest.parts
+        rows: dict[tuple[int, int], tuple[dict[str, Any], tuple[pa.Table, int] | None]] = {}
+        jobs = []
+        for part, numbers in wanted.items():
+            copied = None if arrow else self.row_copies.items(parts[part].path, parts[part].rows, numbers)
+            if copied is None:
+                jobs.append((part, numbers))
+                continue
+            for number, item in zip(numbers, copied, strict=True):
+                rows[(part, number)] = (item, None)
+        notes["parts_read_whole_rows"] = len(jobs)
         if len(jobs) == 1:
-            fetched = [self._reader.rows(paths[jobs[0][0]], jobs[0][1])]
+            fetched = [self._reader.rows(parts[jobs[0][0]].path, jobs[0][1])]
         else:
-            with ThreadPoolExecutor(max_workers=min(4, len(jobs))) as pool:
-                fetched = list(pool.map(lambda job: self._reader.rows(paths[job[0]], job[1]), jobs))
-        rows: dict[tuple[int, int], tuple[dict[str, Any], tuple[pa.Table, int]]] = {}
+            with ThreadPoolExecutor(max_workers=min(4, max(1, len(jobs)))) as pool:
+                fetched = list(pool.map(lambda job: self._reader.rows(parts[job[0]].path, job[1]), jobs))
         for (part, numbers), table in zip(jobs, fetched, strict=True):
             for number, item, index in zip(numbers, batch_to_items(table), range(table.num_rows), strict=True):
                 rows[(part, number)] = (item, (table, index))
@@ -971,8 +1029,9 @@ class Searcher:
                 if hit.product_key:
                     item["properties"][PRODUCT_KEY_PROPERTY] = hit.product_key
             items.append(apply_fields(item, query.fields) if query.fields else item)
-            page_rows.append(where)
-        return items, page_rows
+            if where is not None:
+                page_rows.append(where)
+        return items, page_rows if len(page_rows) == len(hits) else []
 
 
 # Item fields (not properties): a value of theirs that overflowed is not under "properties." in the overflow.
@@ -1338,10 +1397,12 @@ def search(
     token: str | None = None,
     explain: bool = False,
     cache: str | Path | None = None,
+    arrow: bool = False,
     **params: Any,
 ) -> SearchResult:
     """One search (see the module docstring for parameters: bbox, intersects, datetime, collections, providers,
-    ids, filter, filter_lang, sortby, limit, fields, merge). With `token`, the version is the token's."""
+    ids, filter, filter_lang, sortby, limit, fields, merge). With `token`, the version is the token's; with
+    `arrow`, `result.table` holds the page's rows."""
     query = make_query(**params)
     if token is not None:
         token_version = decode_token(token)[0]
@@ -1349,7 +1410,7 @@ def search(
             raise InputError(f"the page token belongs to version {token_version}, not {version}")
         version = token_version
     with Searcher(root, version, cache=cache) as searcher:
-        return searcher.search(query, token=token, explain=explain)
+        return searcher.search(query, token=token, explain=explain, arrow=arrow)
 
 
 def combine(results: Sequence[SearchResult], max_items: int | None = None) -> SearchResult:
@@ -1359,7 +1420,7 @@ def combine(results: Sequence[SearchResult], max_items: int | None = None) -> Se
     first, last = results[0], results[-1]
     hits = [h for r in results for h in r.hits][:max_items]
     items = [i for r in results for i in r.items][:max_items]
-    tables = [t for r in results for t in r._rows][:max_items]
+    tables = [t for r in results for t in r._rows][:max_items] if all(r._rows or not r.hits for r in results) else []
     stats = {**first.stats, "pages": len(results)}
     return SearchResult(first.query, first.version, first.offset, hits, items, last.next_token, None, stats, tables)
 

@@ -630,6 +630,48 @@ def test_items_come_back_exactly_as_the_reader_gives_them(fed: Fed, everything: 
     assert table.column("id").to_pylist() == [i["id"] for i in result.items]
 
 
+def test_row_copies_give_the_same_items_as_the_parts(fed: Fed, everything: SearchResult, tmp_path: Path) -> None:
+    """prepare() writes a row copy of every part (in two worker processes); items read from them are the items
+    read from the parts, merged or not; the Arrow rows come from the parts on request."""
+    parts = fed.store.manifest().parts
+    merged = make_query(collections=["sentinel-1-grd", "SENTINEL1_GRD", "sentinel1-grd"], limit=500, merge=True)
+    with Searcher(fed.store.url, cache=tmp_path / "plain") as plain:
+        expected_merged = plain.search(merged).items
+    with Searcher(fed.store.url, cache=tmp_path / "rows") as s:
+        seen: list[tuple[int, int]] = []
+        timings = s.prepare(workers=2, progress=lambda done, total: seen.append((done, total)))
+        assert timings["row_copies_s"] > 0 and seen[-1] == (sum(p.rows for p in parts),) * 2
+        assert len(list((tmp_path / "rows" / "rows").glob("*.arrow"))) == len(parts)
+        result = s.search(make_query(limit=10_000))
+        assert result.stats["parts_read_whole_rows"] == 0
+        assert result.items == everything.items
+        with pytest.raises(InputError, match="arrow=True"):
+            _ = result.table
+        again = s.search(make_query(limit=10_000), arrow=True)
+        assert again.stats["parts_read_whole_rows"] == len(parts) and again.items == everything.items
+        assert again.table.column("id").to_pylist() == [i["id"] for i in everything.items]
+        assert s.search(merged).items == expected_merged
+        assert s.prepare()["row_copies_s"] < timings["row_copies_s"]  # nothing left to do
+
+
+def test_a_damaged_or_foreign_row_copy_is_ignored(
+    small: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    query = make_query(limit=10_000)
+    with Searcher(small.url, cache=tmp_path) as s:
+        expected = s.search(query).items
+        s.prepare(workers=1)
+    copies = sorted((tmp_path / "rows").glob("*.arrow"))
+    assert len(copies) >= 3
+    copies[0].write_bytes(copies[0].read_bytes()[:300])  # truncated: no footer
+    copies[1].write_bytes(copies[2].read_bytes())  # another part's copy under this part's name
+    with Searcher(small.url, cache=tmp_path) as s:
+        result = s.search(query)
+    assert result.items == expected and result.stats["parts_read_whole_rows"] == 2
+    warnings = [r.getMessage() for r in caplog.records if "row copy" in r.getMessage()]
+    assert any("unreadable" in w for w in warnings) and any("is not a copy of" in w for w in warnings)
+
+
 def test_arrow_page_round_trips_through_stac_geoparquet(fed: Fed, searcher: Searcher, tmp_path: Path) -> None:
     result = searcher.search(make_query(collections=["sentinel-2-l2a", "edge"], limit=200))
     table = result.table

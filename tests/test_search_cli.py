@@ -73,6 +73,19 @@ def test_formats(env: dict[str, str], tmp_path: Path) -> None:
     assert list(batch_to_items(pq.read_table(target))) == [_bare(i) for i in items]
 
 
+def test_prepare_alone_then_searches_read_the_row_copies(env: dict[str, str], tmp_path: Path) -> None:
+    args = ["search", "--datetime", "2021-01-01/2022-12-31", "--limit", "30", "--format", "ndjson"]
+    _, before, _ = invoke(args, env)
+    code, out, err = invoke(["search", "--prepare"], env)
+    assert code == 0 and out == "" and "search cache of version" in err and "row copies" in err
+    assert list((tmp_path / "cache" / "rows").glob("*.arrow"))
+    code, after, _ = invoke(args, env)
+    assert code == 0 and after == before
+    target = tmp_path / "page.parquet"  # geoparquet still reads the Arrow rows from the parts
+    code, _, _ = invoke([*args[:-2], "--format", "geoparquet", "--output", str(target), "--prepare"], env)
+    assert code == 0 and pq.read_metadata(target).num_rows == 30
+
+
 def test_fields_merge_and_intersects_file(env: dict[str, str], tmp_path: Path) -> None:
     code, out, _ = invoke(
         ["search", "--limit", "3", "--fields", "id,eo:cloud_cover,-geometry", "--format", "ndjson"], env

@@ -7,10 +7,10 @@ Workloads (the issue's): N searches, each a 1° box around a real item + that it
 items. Each tool answers the same queries, warm (opened once, like a server; the first call of each is timed
 apart as "cold"), and we print p50 / p95 in ms, the ratios and the issue's targets (never asserted).
 
-- cscale: `queries.search.Searcher(store)`: manifest pruning, DuckDB over narrow copies of the chosen parts,
-  whole rows with pyarrow → STAC items (dicts). `Searcher.prepare()` first builds what searches would otherwise
-  build lazily (narrow copies of the parts, footer facts, the id index; queries.search_cache) from an empty cache;
-  its time is printed apart.
+- cscale: `queries.search.Searcher(store)`: manifest pruning, DuckDB over narrow copies of the chosen parts, the
+  page's items from the row copies → STAC items (dicts). `Searcher.prepare()` first builds its cache (narrow copies
+  of the parts, footer facts, the id index, row copies; queries.search_cache, queries.search_rows) or finds it
+  built by an earlier run (`--fresh-cache` empties it first); its time is printed apart.
 - duckdb: the SQL a user would write on one file: `SELECT * FROM read_parquet(file) WHERE collection = ... AND
   datetime BETWEEN ... AND bbox.xmin <= ... AND ST_Intersects(geometry, box) ORDER BY datetime DESC LIMIT n`
   and `... WHERE id = ?`; rows as Arrow.
@@ -19,9 +19,9 @@ apart as "cold"), and we print p50 / p95 in ms, the ratios and the issue's targe
   the pinned duckdb-extension-{spatial,parquet,icu} wheels laid out as DuckDB expects.
 
 Inputs are cached under .bench/search/ by (count, light/heavy, seed): the NDJSON (scripts/sample_federation.py,
-five providers), the store (`cscale ingest`, one run per provider) and the one file (DuckDB COPY of the store's
-items, sorted by datetime, row groups of 20,000 rows like the parts; `proj:geometry` dropped: rustac cannot
-decode a second WKB column). `--store PATH` benchmarks an existing store instead.
+five providers), the store (`cscale ingest`, one run per provider) and the one file (the store's items sorted by
+datetime, row groups of 20,000 rows like the parts; `proj:geometry` dropped: rustac cannot decode a second WKB
+column). `--store PATH` benchmarks an existing store instead.
 """
 
 from __future__ import annotations
@@ -95,30 +95,87 @@ def prepare_store(work: Path, count: int, heavy: bool, seed: int) -> Path:
 
 
 def prepare_one_file(work: Path, store: Path) -> Path:
-    """Every item of the store's current version in one stac-geoparquet file, sorted by datetime."""
+    """Every item of the store's current version in one stac-geoparquet file, sorted by datetime, row groups of
+    20,000 rows. Parts are each sorted by datetime, so the file is written a month at a time: the parts' row groups
+    that reach into the month (their footer statistics say which) are read once with pyarrow, the month's rows
+    conformed to one schema (as a commit does), sorted and appended. Sorting 10M heavy items (~150 GB as JSON) at
+    once is out of reach for DuckDB on this machine, and a DuckDB query per month binds the wide schemas of every
+    part each time (15 min at 1M heavy items; this takes a few)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from harvester.arrow_rows import conform, target_schema
     from harvester.store import Store
-    from queries.connection import new_connection
 
     manifest = Store.open(str(store)).manifest()
     target = work / f"one-{store.name}-v{manifest.version}.parquet"
     if target.exists():
         return target
-    urls = [str(store / p.path) for p in manifest.parts]
-    con = new_connection()
-    con.execute("SET preserve_insertion_order = false")
-    columns = {
-        r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet($1, union_by_name = true)", [urls]).fetchall()
-    }
-    exclude = ' EXCLUDE ("proj:geometry")' if "proj:geometry" in columns else ""
-    tmp = target.with_suffix(".tmp")
-    log(f"writing {target.name} ({manifest.rows:,} items)")
+    paths = [str(store / p.path) for p in manifest.parts]
+    log(f"writing {target.name} ({manifest.rows:,} items), a month at a time")
     started = time.perf_counter()
-    con.execute(
-        f"""COPY (SELECT *{exclude} FROM read_parquet($1, union_by_name = true, hive_partitioning = false)
-                  ORDER BY datetime)
-            TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 20000)""",
-        [urls],
-    )
+    groups: list[tuple[int, int, Any, Any, int]] = []  # (part, row group, datetime min, max, nulls)
+    schemas = []
+    for index, path in enumerate(paths):
+        meta = pq.read_metadata(path)
+        schemas.append((meta.schema.to_arrow_schema().remove_metadata(), meta.num_rows))
+        column = meta.schema.to_arrow_schema().get_field_index("datetime")
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(column).statistics if column >= 0 else None
+            known = stats is not None and stats.has_min_max
+            nulls = stats.null_count if stats is not None else meta.row_group(g).num_rows
+            groups.append((index, g, stats.min if known else None, stats.max if known else None, nulls))
+    schema = target_schema(schemas)
+    schema = schema.remove(schema.get_field_index("proj:geometry")) if "proj:geometry" in schema.names else schema
+    geo = (pq.read_schema(paths[0]).metadata or {})[b"geo"]  # GeoParquet: WKB geometry, bbox covering
+    dated = [g for g in groups if g[2] is not None]
+    first = min(g[2] for g in dated)
+    last = max(g[3] for g in dated)
+    windows: list[tuple[Any, Any]] = [(None, None)]  # the items without a datetime, first
+    month = datetime(first.year, first.month, 1, tzinfo=UTC)
+    while month <= last:
+        following = (month + timedelta(days=32)).replace(day=1)
+        windows.append((month, following))
+        month = following
+    files: dict[int, pq.ParquetFile] = {}
+    decoded: dict[tuple[int, int], tuple[pa.Table, Any]] = {}  # row groups reaching into the next month
+    tmp = target.with_suffix(".tmp")
+    try:
+        with pq.ParquetWriter(tmp, schema.with_metadata({b"geo": geo}), compression="zstd") as writer:
+            for low, high in windows:
+                pieces = []
+                if low is None:
+                    wanted = [g for g in groups if g[4]]
+                else:
+                    wanted = [g for g in dated if g[2] < high and g[3] >= low]
+                for part, g, _, top, _ in wanted:
+                    table = decoded[(part, g)][0] if (part, g) in decoded else None
+                    if table is None:
+                        pf = files.get(part) or files.setdefault(part, pq.ParquetFile(paths[part]))
+                        table = pf.read_row_group(g).drop_columns(
+                            ["proj:geometry"] if "proj:geometry" in pf.schema_arrow.names else []
+                        )
+                        if low is not None and top >= high:
+                            decoded[(part, g)] = (table, top)
+                    column = table.column("datetime")
+                    if low is None:
+                        mask = pc.is_null(column)
+                    else:
+                        mask = pc.and_(pc.greater_equal(column, low), pc.less(column, high))
+                    chosen = table.filter(mask)
+                    if chosen.num_rows:
+                        pieces.append(conform(chosen, schema))
+                if low is not None:
+                    decoded = {k: v for k, v in decoded.items() if v[1] >= high}
+                if pieces:
+                    month_rows = pa.concat_tables(pieces)
+                    if low is not None:
+                        month_rows = month_rows.sort_by("datetime")
+                    writer.write_table(month_rows, row_group_size=20_000)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.rename(target)
     log(f"wrote it in {time.perf_counter() - started:.0f} s")
     return target
@@ -198,10 +255,13 @@ def timed(run: Callable[[Any], set[str]], work: Sequence[Any]) -> Timing:
     return timing
 
 
-def bench_cscale(store: Path, searches: list[Search], ids: list[str], limit: int, cache: Path) -> dict[str, Any]:
+def bench_cscale(
+    store: Path, searches: list[Search], ids: list[str], limit: int, cache: Path, fresh: bool
+) -> dict[str, Any]:
     from queries.search import Searcher, make_query
 
-    shutil.rmtree(cache, ignore_errors=True)  # measure what a new version costs: narrow copies, id index
+    if fresh:  # measure what a new version costs: narrow copies, id index, row copies
+        shutil.rmtree(cache, ignore_errors=True)
     with Searcher(str(store), cache=cache) as searcher:
 
         def search(s: Search) -> set[str]:
@@ -316,6 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0,
         help="rustac answers only the first N searches and lookups (its searches take ~13 s each at 1M items)",
     )
+    parser.add_argument(
+        "--fresh-cache",
+        action="store_true",
+        help="empty cscale's search cache first, so that prepare() is timed from nothing (at 10M heavy items the "
+        "row copies take ~30 min on 2 cores); by default what an earlier run prepared is kept",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     tools = [t for t in args.tools.split(",") if t]
@@ -342,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for tool in tools:
         log(f"running {tool}")
         if tool == "cscale":
-            results[tool] = bench_cscale(store, searches, ids, args.limit, args.work / "cache")
+            results[tool] = bench_cscale(store, searches, ids, args.limit, args.work / "cache", args.fresh_cache)
         elif tool == "duckdb":
             assert one is not None
             results[tool] = bench_duckdb(one, searches, ids, args.limit)
