@@ -120,7 +120,7 @@ def prepare_one_file(work: Path, store: Path) -> Path:
     for index, path in enumerate(paths):
         meta = pq.read_metadata(path)
         schemas.append((meta.schema.to_arrow_schema().remove_metadata(), meta.num_rows))
-        column = meta.schema.to_arrow_schema().get_field_index("datetime")
+        column = next((c for c in range(meta.num_columns) if meta.schema.column(c).path == "datetime"), -1)
         for g in range(meta.num_row_groups):
             stats = meta.row_group(g).column(column).statistics if column >= 0 else None
             known = stats is not None and stats.has_min_max
