@@ -20,10 +20,12 @@ How it runs: the manifest's per-part stats (provider, collection, datetime range
 footer stats of queries.search_cache choose the part files. DuckDB filters and sorts over those parts' narrow
 copies (queries.search_cache: the same rows without the wide nested columns), one scan per group of parts whose
 needed columns are typed alike, with the bbox covering and datetime comparisons pushed into the scan (row groups
-are skipped). The page's rows are then read whole from the parts with pyarrow (only their row groups) and turned
-into items by harvester.parts.batch_to_items, exactly as the snapshot reader does. Pages are offsets into the
-ordered results of one pinned version (versions never change), carried by an opaque token (`_encode_token`).
-Every item gets `cscale:provider`; merged ones `cscale:providers`, `cscale:replicas` and `cscale:product_key`.
+are skipped). The page's items then come from the row copies of the parts (queries.search_rows: each item as the
+JSON that harvester.parts.batch_to_items restores, written by `Searcher.prepare()`), or, for parts without one and
+whenever Arrow rows are asked for (`arrow=True`), from the parts' row groups read with pyarrow and turned into items
+by batch_to_items, exactly as the snapshot reader does. Pages are offsets into the ordered results of one pinned
+version (versions never change), carried by an opaque token (`_encode_token`). Every item gets `cscale:provider`;
+merged ones `cscale:providers`, `cscale:replicas` and `cscale:product_key`.
 """
 
 from __future__ import annotations

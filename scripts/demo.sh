@@ -26,6 +26,11 @@ cscale ingest "$OUT/input/EODC.ndjson" --provider EODC --store "$STORE" --format
 
 echo
 echo "== 4. federated search: Sentinel-2 L2A over the Alps in summer 2022, replicas merged by product key"
+export CSCALE_CACHE_DIR="$OUT/search-cache"
+cscale search --store "$STORE" --prepare   # once per version, e.g. in the harvest's cron job
+cscale search --store "$STORE" --bbox 5,44,16,48 --datetime 2022-06-01/2022-08-31 \
+    --collections sentinel-2-l2a,SENTINEL2_L2A --limit 10 --format table
+echo "   ... and the same question in SQL:"
 cscale sql --store "$STORE" --format table "
     SELECT product_key, count(DISTINCT provider) AS replicas,
            string_agg(DISTINCT provider, ', ' ORDER BY provider) AS providers,
