@@ -861,7 +861,7 @@ class Searcher:
             nonlocal finished
             if error:
                 log.warning("cannot write the row copy of %s: %s", part_path, error)
-            self.row_copies.forget(part_path)
+            self.row_copies.written(part_path)
             finished += rows
             if progress:
                 progress(finished, total)
@@ -1214,7 +1214,8 @@ def _explain_text(notes: dict[str, Any], plan: str | None) -> str:
         f"after bbox latitude: {notes['parts_after_bbox']}",
         f"after id index: {notes['parts_after_ids']}" + (f" ({notes['id_index']})" if notes.get("id_index") else ""),
         f"parts read: {notes['parts_read']} (filtered through {notes['narrow_copies']} narrow copies); "
-        f"whole rows fetched: {notes['rows_fetched_from_parts']}",
+        f"whole rows fetched: {notes['rows_fetched_from_parts']} "
+        f"({notes.get('parts_read_whole_rows', 0)} part(s) without a row copy read whole)",
         f"time: {notes['ms_search']} ms searching, {notes['ms_fetch']} ms fetching rows",
     ]
     if notes.get("id_index_built_ms"):

@@ -175,17 +175,24 @@ class RowCopies:
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
-        self._open: OrderedDict[str, pa.ipc.RecordBatchFileReader | None] = OrderedDict()
+        self._open: OrderedDict[str, pa.ipc.RecordBatchFileReader] = OrderedDict()
+        self._refused: set[Path] = set()  # damaged or foreign copies: warned about once
 
     def _reader(self, part_path: str, rows: int) -> pa.ipc.RecordBatchFileReader | None:
-        if part_path in self._open:
+        """The open copy of a part; a missing one is looked for again each time (another process may prepare)."""
+        reader = self._open.get(part_path)
+        if reader is not None:
             self._open.move_to_end(part_path)
-            return self._open[part_path]
-        reader = None
-        if self.folder is not None:
-            path = rows_path(self.folder, part_path)
-            if path.exists():
-                reader = _open_checked(path, part_path, rows)
+            return reader
+        if self.folder is None:
+            return None
+        path = rows_path(self.folder, part_path)
+        if path in self._refused or not path.exists():
+            return None
+        reader = _open_checked(path, part_path, rows)
+        if reader is None:
+            self._refused.add(path)
+            return None
         self._open[part_path] = reader
         while len(self._open) > MAX_OPEN:
             self._open.popitem(last=False)
@@ -194,9 +201,11 @@ class RowCopies:
     def has(self, part_path: str, rows: int) -> bool:
         return self._reader(part_path, rows) is not None
 
-    def forget(self, part_path: str) -> None:
-        """Look for the file again next time (after prepare() wrote it)."""
+    def written(self, part_path: str) -> None:
+        """prepare() has just (re)written this part's copy: look at it afresh."""
         self._open.pop(part_path, None)
+        if self.folder is not None:
+            self._refused.discard(rows_path(self.folder, part_path))
 
     def items(self, part_path: str, rows: int, numbers: Sequence[int]) -> list[dict[str, Any]] | None:
         """Items of rows `numbers` (in that order), or None when the part has no usable copy."""

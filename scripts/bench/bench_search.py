@@ -259,6 +259,8 @@ def bench_cscale(
     store: Path, searches: list[Search], ids: list[str], limit: int, cache: Path, fresh: bool
 ) -> dict[str, Any]:
     from queries.search import Searcher, make_query
+    from queries.search_cache import narrow_path
+    from queries.search_rows import rows_path
 
     if fresh:  # measure what a new version costs: narrow copies, id index, row copies
         shutil.rmtree(cache, ignore_errors=True)
@@ -272,7 +274,16 @@ def bench_cscale(
             return {i["id"] for i in searcher.search(make_query(ids=[item_id], limit=limit)).items}
 
         prepared = searcher.prepare()
-        return {"search": timed(search, searches), "ids": timed(lookup, ids), "prepare": prepared}
+        folder = searcher.cache_dir
+        sizes = {
+            "row copies": sum(_size(rows_path(folder, p.path)) for p in searcher.manifest.parts),
+            "narrow copies": sum(_size(narrow_path(folder, p.path)) for p in searcher.manifest.parts),
+        }
+        return {"search": timed(search, searches), "ids": timed(lookup, ids), "prepare": prepared, "cache": sizes}
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
 def bench_duckdb(one: Path, searches: list[Search], ids: list[str], limit: int) -> dict[str, Any]:
@@ -326,7 +337,7 @@ def report(results: dict[str, dict[str, Any]], context: dict[str, Any], as_json:
                     for w, t in r.items()
                     if isinstance(t, Timing)
                 }
-                | ({"prepare_s": r["prepare"]} if "prepare" in r else {})
+                | ({"prepare_s": r["prepare"], "cache_bytes": r["cache"]} if "prepare" in r else {})
                 for tool, r in results.items()
             },
         }
@@ -342,6 +353,7 @@ def report(results: dict[str, dict[str, Any]], context: dict[str, Any], as_json:
         ours = results["cscale"]
         steps = ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.0f} s" for k, v in ours["prepare"].items())
         print(f"cscale prepare() once per version, before timing: {steps}")
+        print("cscale search cache: " + ", ".join(f"{k} {v / 1e6:,.0f} MB" for k, v in ours["cache"].items()))
         for workload in ("search", "ids"):
             p50 = ours[workload].p(0.5)
             verdict = "met" if p50 < TARGET_P50_MS else "missed"
