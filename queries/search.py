@@ -989,7 +989,7 @@ class Searcher:
         rows = self._query("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchall()
         return _plan_summary(orjson.loads(rows[0][1]))
 
-    # -- phase 2: whole rows of the page, with pyarrow -----------------------------------------------------------
+    # -- phase 2: the page's items: from row copies, else the parts' rows with pyarrow ----------------------------
     def _materialise(
         self, query: Query, hits: list[Hit], arrow: bool, notes: dict[str, Any]
     ) -> tuple[list[dict[str, Any]], list[tuple[pa.Table, int]]]:
@@ -1010,10 +1010,11 @@ class Searcher:
             for number, item in zip(numbers, copied, strict=True):
                 rows[(part, number)] = (item, None)
         notes["parts_read_whole_rows"] = len(jobs)
+        fetched = []
         if len(jobs) == 1:
             fetched = [self._reader.rows(parts[jobs[0][0]].path, jobs[0][1])]
-        else:
-            with ThreadPoolExecutor(max_workers=min(4, max(1, len(jobs)))) as pool:
+        elif jobs:
+            with ThreadPoolExecutor(max_workers=min(4, len(jobs))) as pool:
                 fetched = list(pool.map(lambda job: self._reader.rows(parts[job[0]].path, job[1]), jobs))
         for (part, numbers), table in zip(jobs, fetched, strict=True):
             for number, item, index in zip(numbers, batch_to_items(table), range(table.num_rows), strict=True):

@@ -121,9 +121,14 @@ def build_row_copies(
         with lock:
             done(job[0], job[1], error)
 
+    def next_job() -> tuple[str, int, Path] | None:
+        try:
+            return tasks.get_nowait()
+        except queue.Empty:
+            return None
+
     def in_process() -> None:
-        while not tasks.empty():
-            job = tasks.get()
+        while (job := next_job()) is not None:
             try:
                 build_row_copy(root, job[0], str(job[2]))
                 finish(job, None)
@@ -135,8 +140,7 @@ def build_row_copies(
         with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as process:
             assert process.stdin is not None and process.stdout is not None
             try:
-                while not tasks.empty():
-                    job = tasks.get()
+                while (job := next_job()) is not None:
                     process.stdin.write(orjson.dumps([job[0], str(job[2])]) + b"\n")
                     process.stdin.flush()
                     answer = process.stdout.readline()
