@@ -25,10 +25,10 @@ echo "== 3. ingest EODC again: nothing changed, so no new version"
 cscale ingest "$OUT/input/EODC.ndjson" --provider EODC --store "$STORE" --format table
 
 echo
-echo "== 4. federated search: Sentinel-2 L2A over the Alps in summer 2022, replicas merged by product key"
+echo "== 4. federated search: Sentinel-2 L2A over Europe in 2022, replicas merged by product key"
 export CSCALE_CACHE_DIR="$OUT/search-cache"
 cscale search --store "$STORE" --prepare   # once per version, e.g. in the harvest's cron job
-cscale search --store "$STORE" --bbox 5,44,16,48 --datetime 2022-06-01/2022-08-31 \
+cscale search --store "$STORE" --bbox -10,35,30,60 --datetime 2022-01-01/2022-12-31 \
     --collections sentinel-2-l2a,SENTINEL2_L2A --limit 10 --format table
 echo "   ... and the same question in SQL:"
 cscale sql --store "$STORE" --format table "
@@ -37,9 +37,9 @@ cscale sql --store "$STORE" --format table "
            min(datetime) AS datetime, round(min(\"eo:cloud_cover\"), 1) AS cloud
     FROM items
     WHERE product_key LIKE 'S2%MSIL2A%'
-      AND bbox.xmin <= 16 AND bbox.xmax >= 5 AND bbox.ymin <= 48 AND bbox.ymax >= 44
-      AND datetime BETWEEN '2022-06-01' AND '2022-09-01'
-    GROUP BY product_key ORDER BY datetime LIMIT 10"
+      AND bbox.xmin <= 30 AND bbox.xmax >= -10 AND bbox.ymin <= 60 AND bbox.ymax >= 35
+      AND datetime >= '2022-01-01' AND datetime < '2023-01-01'
+    GROUP BY product_key ORDER BY datetime DESC LIMIT 10"
 
 echo
 echo "== 5. which site holds what: products per provider, and how many are replicated elsewhere"
