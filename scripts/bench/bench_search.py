@@ -389,6 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="rustac answers only the first N searches and lookups (its searches take ~13 s each at 1M items)",
     )
     parser.add_argument(
+        "--duckdb-queries",
+        type=int,
+        default=0,
+        help="plain DuckDB answers only the first N searches and lookups (~10 s each at 10M heavy items)",
+    )
+    parser.add_argument(
         "--fresh-cache",
         action="store_true",
         help="empty cscale's search cache first, so that prepare() is timed from nothing (at 10M heavy items the "
@@ -423,7 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results[tool] = bench_cscale(store, searches, ids, args.limit, args.work / "cache", args.fresh_cache)
         elif tool == "duckdb":
             assert one is not None
-            results[tool] = bench_duckdb(one, searches, ids, args.limit)
+            n = args.duckdb_queries or max(len(searches), len(ids))
+            results[tool] = bench_duckdb(one, searches[:n], ids[:n], args.limit)
         else:
             assert one is not None
             n = args.peer_queries or max(len(searches), len(ids))
