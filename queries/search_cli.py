@@ -143,9 +143,9 @@ def search(
             results: list[SearchResult] = []
             page_token = token
             wanted = max_items or query.limit
+            arrow = chosen == "geoparquet"  # the only output made from the Arrow rows
             while True:
                 first = not results
-                arrow = chosen == "geoparquet"
                 result = searcher.search(query, token=page_token, explain=explain and first, arrow=arrow)
                 results.append(result)
                 if explain and result.explain:
