@@ -546,7 +546,6 @@ def _crawl_and_commit(
 
     crawler = Crawler(
         root,
-        options=workers.setup.crawl,
         workers=workers,
         previous=previous,
         stage=stage,

@@ -34,14 +34,13 @@ class CrawlStats:
 
 
 class Crawler:
-    """Walks a static tree from `root` into `stage` with `workers` (whose options must be `options`); `journal`
-    receives each batch's settled documents' lines before the batch's records are staged."""
+    """Walks a static tree from `root` into `stage` with `workers` (and their crawl options); `journal` receives
+    each batch's settled documents' lines before the batch's records are staged."""
 
     def __init__(
         self,
         root: str,
         *,
-        options: CrawlOptions,
         workers: Workers,
         previous: Previous,
         stage: Stage,
@@ -49,7 +48,7 @@ class Crawler:
         resume: Resume | None = None,
     ) -> None:
         self.root = root
-        self.options = options
+        self.options: CrawlOptions = workers.setup.crawl
         self.previous = previous
         self.stage = stage
         self.journal = journal

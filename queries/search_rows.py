@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from harvester.errors import StoreError
 from harvester.parts import batch_to_items
+from harvester.storage import LocalStorage, Storage, open_storage
 
 log = logging.getLogger(__name__)
 ROWS_FORMAT = 1
@@ -85,19 +86,15 @@ def _batch(items: list[bytes], schema: pa.Schema) -> pa.RecordBatch:
     return pa.record_batch([pa.array(items, pa.binary())], schema=schema)
 
 
-def build_row_copy(root: str, part_path: str, target: str) -> int:
-    """Worker-process entry: open the store, read one part, write its row copy. Remote parts are downloaded whole
-    (one request; a part is tens of MB) rather than read by ranges."""
-    from harvester.storage import LocalStorage
-    from harvester.store import Store
-
-    storage = Store.open(root).storage
+def build_row_copy(storage: Storage, part_path: str, target: str) -> int:
+    """Read one part of the store, write its row copy. Remote parts are downloaded whole (one request; a part is
+    tens of MB) rather than read by ranges."""
     if isinstance(storage, LocalStorage):
         source: Any = str(storage.root / part_path)
     else:
         body = storage.read(part_path)
         if body is None:
-            raise OSError(f"part {part_path} is missing from {root}")
+            raise OSError(f"part {part_path} is missing from {storage.url}")
         source = pa.BufferReader(body)
     with pq.ParquetFile(source) as part:
         return write_row_copy(part, part_path, Path(target))
@@ -128,9 +125,10 @@ def build_row_copies(
             return None
 
     def in_process() -> None:
+        storage = open_storage(root)
         while (job := next_job()) is not None:
             try:
-                build_row_copy(root, job[0], str(job[2]))
+                build_row_copy(storage, job[0], str(job[2]))
                 finish(job, None)
             except (OSError, pa.ArrowException, StoreError) as exc:
                 finish(job, str(exc))
@@ -163,11 +161,12 @@ _CHILD = "import sys; from queries.search_rows import _child_main; _child_main(s
 
 
 def _child_main(root: str) -> None:
+    storage = open_storage(root)
     for line in sys.stdin.buffer:
         part_path, target = orjson.loads(line)
         error = None
         try:
-            build_row_copy(root, part_path, target)
+            build_row_copy(storage, part_path, target)
         except (OSError, pa.ArrowException, StoreError) as exc:
             error = str(exc)
         sys.stdout.buffer.write(orjson.dumps({"part": part_path, "error": error}) + b"\n")
